@@ -1,0 +1,52 @@
+// Causal attention over one sequence: dense, and block-sparse for any block selection.
+//
+// Queries may be a contiguous slice of the sequence (a worker's shard): query i sits at absolute
+// position q_pos0 + i and sees keys 0 .. q_pos0 + i. Keys and values cover positions 0 .. num_kv-1.
+// GQA: query head h reads KV head h / (q_heads / kv_heads).
+#pragma once
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "sparsefill/common/dtype.h"
+#include "sparsefill/kernels/stream.h"
+
+namespace sparsefill::kernels {
+
+struct AttentionParams {
+  const void* q = nullptr;  // [num_q, q_heads, head_dim]; dtype
+  const void* k = nullptr;  // [num_kv, kv_heads, head_dim]; dtype
+  const void* v = nullptr;  // [num_kv, kv_heads, head_dim]; dtype
+  void* out = nullptr;      // [num_q, q_heads, head_dim]; dtype
+  float* lse = nullptr;     // [q_heads, num_q] natural log-sum-exp of scaled scores; optional
+  int64_t num_q = 0;
+  int64_t num_kv = 0;
+  int64_t q_pos0 = 0;  // absolute position of query 0; q_pos0 + num_q <= num_kv
+  int32_t q_heads = 0;
+  int32_t kv_heads = 0;
+  int32_t head_dim = 0;
+  float scale = 0.0f;  // softmax scale, usually 1/sqrt(head_dim)
+  DType dtype = DType::kF32;
+};
+
+// A block selection: for every (KV head, query) a list of key blocks of `block_size` tokens.
+// Block b covers keys [b * block_size, (b + 1) * block_size). Each list holds its valid entries
+// first, unique and ascending, then -1 padding. All query heads of a GQA group share the list of
+// their KV head. Keys after the query's position are masked token by token (the causal diagonal).
+struct BlockSelection {
+  const int32_t* blocks = nullptr;  // [kv_heads, num_q, max_blocks]
+  int32_t max_blocks = 0;
+  int32_t block_size = 0;
+};
+
+[[nodiscard]] absl::Status DenseAttentionRef(const AttentionParams& p);  // fp32 only
+[[nodiscard]] absl::Status SparseAttentionRef(const AttentionParams& p,
+                                              const BlockSelection& sel);  // fp32 only
+
+
+// Checks shapes, the causal range and (for the reference) that every selection list is
+// well formed; InvalidArgument names the first problem.
+[[nodiscard]] absl::Status ValidateAttention(const AttentionParams& p);
+[[nodiscard]] absl::Status ValidateSelection(const AttentionParams& p, const BlockSelection& sel);
+
+}  // namespace sparsefill::kernels
