@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "sparsefill/common/status.h"
 
 namespace sparsefill {
 
@@ -23,7 +24,7 @@ absl::StatusOr<DType> ParseDType(std::string_view name) {
   if (name == "F16" || name == "float16") return DType::kF16;
   if (name == "BF16" || name == "bfloat16") return DType::kBF16;
   return absl::InvalidArgumentError(
-      absl::StrCat("unsupported dtype \"", name, "\" (expected F32, F16 or BF16)"));
+      absl::StrCat("unsupported dtype \"", AsAbsl(name), "\" (expected F32, F16 or BF16)"));
 }
 
 float F16ToF32(uint16_t h) {

@@ -27,6 +27,10 @@
 
 namespace sparsefill {
 
+// Debian's Abseil is built with its own absl::string_view (not std::string_view): pass
+// std::string_view to absl::StrCat / absl::Status through this.
+inline absl::string_view AsAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
 // The one greppable place where an error is dropped on purpose. `why` says why it is safe.
 void IgnoreError(const absl::Status& status, std::string_view why);
 
