@@ -10,12 +10,12 @@
 namespace sparsefill::kernels {
 namespace {
 
+#if !SPARSEFILL_HAVE_BLAS
 // Fallback for machines without a BLAS: C += alpha * op(A) op(B), blocked for the cache.
 void GemmLoop(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
               int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
   constexpr int64_t kBk = 256;
-  std::vector<float> brow(static_cast<size_t>(n));
-#pragma omp parallel for schedule(static) firstprivate(brow)
+#pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < m; ++i) {
     float* crow = c + i * ldc;
     for (int64_t p0 = 0; p0 < k; p0 += kBk) {
@@ -32,6 +32,7 @@ void GemmLoop(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, 
     }
   }
 }
+#endif
 
 }  // namespace
 
