@@ -16,6 +16,11 @@ if(NOT SPARSEFILL_CUDA STREQUAL "OFF")
     set(SPARSEFILL_CUDA_GENCODE "-gencode=arch=compute_90a,code=sm_90a" CACHE STRING
         "nvcc -gencode flags for the CUDA kernels")
     enable_language(CUDA)
+    # CMake < 3.26 (Debian 12 has 3.25) does not know nvcc's C++20 flag.
+    if(NOT DEFINED CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
+      set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+      set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+    endif()
     find_package(CUDAToolkit REQUIRED)
     set(CMAKE_CUDA_STANDARD 20)
     set(CMAKE_CUDA_STANDARD_REQUIRED ON)

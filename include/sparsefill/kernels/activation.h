@@ -22,6 +22,9 @@ struct SwiGluParams {
 };
 
 [[nodiscard]] absl::Status SwiGluRef(const SwiGluParams& p);  // fp32 only
+// CUDA (builds with the CUDA backend): dtype F32, BF16 or F16, fp32 math, asynchronous on
+// `stream`. InvalidArgument for bad parameters (checked before any CUDA call), Internal naming
+// the op when the launch fails. Nothing to do (0 rows) launches nothing.
 [[nodiscard]] absl::Status LaunchSwiGlu(const SwiGluParams& p, cudaStream_t stream);
 
 }  // namespace sparsefill::kernels

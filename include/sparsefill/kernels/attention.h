@@ -33,16 +33,19 @@ struct AttentionParams {
 // Block b covers keys [b * block_size, (b + 1) * block_size). Each list holds its valid entries
 // first, unique and ascending, then -1 padding. All query heads of a GQA group share the list of
 // their KV head. Keys after the query's position are masked token by token (the causal diagonal).
+// An empty list (all -1) is allowed: that query's output is 0 and its LSE -inf, the identity of a
+// log-sum-exp merge of partial outputs.
 struct BlockSelection {
   const int32_t* blocks = nullptr;  // [kv_heads, num_q, max_blocks]
   int32_t max_blocks = 0;
   int32_t block_size = 0;
 };
 
-[[nodiscard]] absl::Status DenseAttentionRef(const AttentionParams& p);  // fp32 only
-[[nodiscard]] absl::Status SparseAttentionRef(const AttentionParams& p,
-                                              const BlockSelection& sel);  // fp32 only
-
+// The CPU backend's attention (fp32 only; other dtypes are InvalidArgument). Both validate first
+// (ValidateAttention / ValidateSelection), accumulate in fp32 and run OpenMP-parallel; the dense
+// one is a tiled online-softmax loop, the sparse one visits only the selected blocks.
+[[nodiscard]] absl::Status DenseAttentionRef(const AttentionParams& p);
+[[nodiscard]] absl::Status SparseAttentionRef(const AttentionParams& p, const BlockSelection& sel);
 
 // Checks shapes, the causal range and (for the reference) that every selection list is
 // well formed; InvalidArgument names the first problem.

@@ -24,6 +24,9 @@ struct RmsNormParams {
 // out = x / sqrt(mean(x^2) + eps) * weight, accumulated in fp32 (Hugging Face order:
 // normalise in fp32, round to dtype, then multiply by the weight).
 [[nodiscard]] absl::Status RmsNormRef(const RmsNormParams& p);  // fp32 only
+// CUDA (builds with the CUDA backend): dtype F32, BF16 or F16, fp32 math, asynchronous on
+// `stream`. InvalidArgument for bad parameters (checked before any CUDA call), Internal naming
+// the op when the launch fails. Nothing to do (0 rows) launches nothing.
 [[nodiscard]] absl::Status LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream);
 
 }  // namespace sparsefill::kernels

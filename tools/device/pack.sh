@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Packs binaries built here (tests and tools) with their non-system shared libraries into
+# .devpkg/, for running on the GPU machine, whose image lacks Abseil, PCRE2 headers, utf8proc...
+# (DESIGN: engine-only there; building here and carrying is the cheaper path on its lease.)
+#   tools/device/pack.sh BUILD_DIR
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=${1:?build dir}
+pkg="$root/.devpkg"
+rm -rf "$pkg"
+mkdir -p "$pkg/bin" "$pkg/tests" "$pkg/lib"
+cp -a "$build"/bin/* "$pkg/bin/" 2>/dev/null || true
+cp -a "$build"/tests/* "$pkg/tests/" 2>/dev/null || true
+# Libraries every glibc system has (or that must come from the device's driver) stay behind.
+skip='^(linux-vdso|libc\.so|libm\.so|libstdc\+\+|libgcc_s|ld-linux|libpthread|libdl|librt|libcuda\.so)'
+for f in "$pkg"/bin/* "$pkg"/tests/*; do
+  ldd "$f" 2>/dev/null | awk '/=> \//{print $1" "$3}' | while read -r name path; do
+    if ! [[ "$name" =~ $skip ]]; then cp -nL "$path" "$pkg/lib/$name"; fi
+  done
+done
+strip --strip-unneeded "$pkg"/bin/* "$pkg"/tests/* 2>/dev/null || true
+du -sh "$pkg"

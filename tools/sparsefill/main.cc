@@ -1,0 +1,15 @@
+// sparsefill: the command-line entry point. Flags live here only; components take option structs.
+#include <cstdio>
+
+#include "CLI/CLI.hpp"
+#include "tools/sparsefill/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"sparsefill: block-sparse prefill of very long prompts"};
+  app.require_subcommand(1);
+  sparsefill::tools::PrefillArgs prefill_args;
+  CLI::App* prefill = sparsefill::tools::AddPrefillCommand(app, prefill_args);
+  CLI11_PARSE(app, argc, argv);
+  if (prefill->parsed()) return sparsefill::tools::RunPrefill(prefill_args);
+  return 2;
+}
