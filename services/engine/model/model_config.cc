@@ -419,6 +419,21 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text,
   if (const Json* sc = f.Find("sparse_config")) {
     SF_RETURN_IF_ERROR(ParseSparseConfig(*sc, file_name, c.sparse));
   }
+  // Each dimension is bounded above, but their products could still overflow int64 in
+  // NonEmbeddingParams / tensor sizes: bound the total in floating point first.
+  {
+    const double h = static_cast<double>(c.hidden_size);
+    const double q = static_cast<double>(c.num_heads) * c.head_dim;
+    const double kv = static_cast<double>(c.num_kv_heads) * c.head_dim;
+    const double per_layer =
+        2.0 * h * (q + kv) + 3.0 * h * static_cast<double>(c.intermediate_size);
+    const double total = per_layer * c.num_layers + 2.0 * h * static_cast<double>(c.vocab_size);
+    if (!(total < 1e15)) {
+      return absl::InvalidArgumentError(absl::StrCat(AsAbsl(file_name), ": the shape describes ",
+                                                     total,
+                                                     " parameters, more than any loadable model"));
+    }
+  }
   SF_RETURN_IF_ERROR(f.TokenId("bos_token_id", &c.bos_token_id));
   SF_RETURN_IF_ERROR(f.TokenId("eos_token_id", &c.eos_token_id));
   return c;

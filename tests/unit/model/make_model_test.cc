@@ -271,6 +271,22 @@ TEST(SyntheticCheckpoint, FillDependsOnlyOnElementIndexAndHasTheRightStatistics)
             absl::StatusCode::kInvalidArgument);
 }
 
+// make-model's promise is "same arguments, same bytes, on any machine and in every version":
+// these bit patterns were produced on two different machines (2 and 16 threads). A change here
+// changes every synthetic checkpoint, and with it every fixture made from one.
+TEST(SyntheticCheckpoint, GeneratorIsPinned) {
+  const TensorFillFn fill = SyntheticFill(42);
+  uint32_t f32[6];
+  ASSERT_TRUE(fill({"model.layers.0.mlp.up_proj.weight", DType::kF32, {5000}}, 4094, 6, f32).ok());
+  EXPECT_EQ(std::vector<uint32_t>(f32, f32 + 6),
+            (std::vector<uint32_t>{0xbbda68f6, 0x3b94e148, 0xbcc23000, 0xbbdcd70a, 0x3c878148,
+                                   0x3c47d5c3}));
+  uint16_t bf16[6];
+  ASSERT_TRUE(fill({"model.norm.weight", DType::kBF16, {64}}, 0, 6, bf16).ok());
+  EXPECT_EQ(std::vector<uint16_t>(bf16, bf16 + 6),
+            (std::vector<uint16_t>{0x3f80, 0x3f84, 0x3f7f, 0x3f80, 0x3f7f, 0x3f81}));
+}
+
 TEST(SyntheticCheckpoint, TokenizerIsCopiedOnlyWhenItsIdsFit) {
   const std::string shared = sparsefill::testing::SharedDataDir();
   if (shared.empty()) GTEST_SKIP() << "no shared data folder (../shared/data)";

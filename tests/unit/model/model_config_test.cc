@@ -290,6 +290,10 @@ TEST(ModelConfig, RejectsMalformedFields) {
                     R"(, "hidden_size": 16, "num_attention_heads": 2,
                        "vocab_size": 99999999999999999999})",
                 "vocab_size");
+  ExpectInvalid(R"({"architectures": ["Qwen3ForCausalLM"], "vocab_size": 16000000,
+      "hidden_size": 16000000, "intermediate_size": 16000000, "num_hidden_layers": 60000,
+      "num_attention_heads": 60000, "head_dim": 60000, "max_position_embeddings": 64})",
+                "parameters");
 }
 
 // ---- RoPE: expected values computed by hand from transformers' modeling_rope_utils formulas.
