@@ -9,12 +9,13 @@ build=${1:?build dir}
 pkg="$root/.devpkg"
 rm -rf "$pkg"
 mkdir -p "$pkg/bin" "$pkg/tests" "$pkg/lib"
-cp -a "$build"/bin/* "$pkg/bin/" 2>/dev/null || true
-cp -a "$build"/tests/* "$pkg/tests/" 2>/dev/null || true
+for d in bin tests; do
+  find "$build/$d" -maxdepth 1 -type f -executable -exec cp -a {} "$pkg/$d/" \; 2>/dev/null || true
+done
 # Libraries every glibc system has (or that must come from the device's driver) stay behind.
 skip='^(linux-vdso|libc\.so|libm\.so|libstdc\+\+|libgcc_s|ld-linux|libpthread|libdl|librt|libcuda\.so)'
-for f in "$pkg"/bin/* "$pkg"/tests/*; do
-  ldd "$f" 2>/dev/null | awk '/=> \//{print $1" "$3}' | while read -r name path; do
+for f in $(find "$pkg/bin" "$pkg/tests" -type f); do
+  { ldd "$f" 2>/dev/null || true; } | awk '/=> \//{print $1" "$3}' | while read -r name path; do
     if ! [[ "$name" =~ $skip ]]; then cp -nL "$path" "$pkg/lib/$name"; fi
   done
 done
