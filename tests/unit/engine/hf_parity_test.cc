@@ -40,7 +40,9 @@ TEST_P(HfParityTest, LogitsMatchTransformers) {
   opts.logits_positions = static_cast<int32_t>(tokens.size());
   auto result = (*engine)->Prefill(*plan, tokens, opts, nullptr);
   ASSERT_TRUE(result.ok()) << result.status();
-  EXPECT_TRUE(testing::RelativeL2Near(result->logits, want, 1e-4));
+  const auto whole = testing::RelativeL2Near(result->logits, want, 1e-4);
+  EXPECT_TRUE(whole);
+  std::printf("%s: %s\n", GetParam().c_str(), whole.message());
   // Every position, not only the aggregate: the worst row must be close too.
   for (size_t t = 0; t < tokens.size(); ++t) {
     std::span<const float> got(result->logits.data() + t * vocab, static_cast<size_t>(vocab));
