@@ -34,6 +34,24 @@ void GemmLoop(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, 
 }
 #endif
 
+#if SPARSEFILL_HAVE_BLAS
+// OpenBLAS (0.3.x) sends small products (m * n * k <= 1e6, and for our row-major A . B^T also
+// m * n <= 1200) to "small matrix" kernels whose summation order differs from its blocked
+// kernels, so a row's result depended on how many rows came with it: a 16-token shard's K
+// projection differed in the last bits from the same rows inside a 1200-token one. Padding the
+// row count with zero rows past that size keeps every call on the blocked kernels, whose
+// per-element order does not depend on m (tests/unit/engine/shard_test.cc checks row counts
+// 1 .. 40 at several offsets against one 1203-row call). Costs at most ~1e6 extra multiply-adds
+// per small call.
+constexpr double kSmallGemmMnk = 1e6;
+
+int64_t RowsPastSmallPath(int64_t m, int64_t n, int64_t k) {
+  const double per_row = static_cast<double>(n) * static_cast<double>(std::max<int64_t>(k, 1));
+  if (static_cast<double>(m) * per_row > kSmallGemmMnk) return m;
+  return static_cast<int64_t>(kSmallGemmMnk / per_row) + 1;
+}
+#endif
+
 }  // namespace
 
 void GemmF32(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, float alpha,
@@ -41,6 +59,26 @@ void GemmF32(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, floa
              int64_t ldc) {
   if (m <= 0 || n <= 0) return;
 #if SPARSEFILL_HAVE_BLAS
+  if (const int64_t m_pad = RowsPastSmallPath(m, n, k); m_pad != m && k > 0) {
+    // op(A) rows into a zero-padded [m_pad, k] copy; C rows into [m_pad, n].
+    std::vector<float> ap(static_cast<size_t>(m_pad * k), 0.0f);
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t p = 0; p < k; ++p) {
+        ap[static_cast<size_t>(i * k + p)] =
+            trans_a == Trans::kNo ? a[i * lda + p] : a[p * lda + i];
+      }
+    }
+    std::vector<float> cp(static_cast<size_t>(m_pad * n), 0.0f);
+    if (beta != 0.0f) {
+      for (int64_t i = 0; i < m; ++i) std::copy_n(c + i * ldc, n, cp.begin() + i * n);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b == Trans::kNo ? CblasNoTrans : CblasTrans,
+                static_cast<int>(m_pad), static_cast<int>(n), static_cast<int>(k), alpha, ap.data(),
+                static_cast<int>(k), b, static_cast<int>(ldb), beta, cp.data(),
+                static_cast<int>(n));
+    for (int64_t i = 0; i < m; ++i) std::copy_n(cp.begin() + i * n, n, c + i * ldc);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, trans_a == Trans::kNo ? CblasNoTrans : CblasTrans,
               trans_b == Trans::kNo ? CblasNoTrans : CblasTrans, static_cast<int>(m),
               static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b,

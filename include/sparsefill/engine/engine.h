@@ -17,6 +17,7 @@
 #include "sparsefill/engine/checkpoint.h"
 #include "sparsefill/engine/model_config.h"
 #include "sparsefill/engine/selection.h"
+#include "sparsefill/engine/shard.h"
 #include "sparsefill/engine/tokenizer.h"
 
 namespace sparsefill::engine {
@@ -48,12 +49,12 @@ class LayerSink {
 struct PrefillPlan {
   int64_t num_tokens = 0;
   SelectionConfig selection;
-  bool dense = false;       // dense attention (policy dense, or num_tokens < dense_below)
-  int64_t num_blocks = 0;   // ceil(num_tokens / block_size)
+  bool dense = false;            // dense attention (policy dense, or num_tokens < dense_below)
+  int64_t num_blocks = 0;        // ceil(num_tokens / block_size)
   int32_t blocks_per_query = 0;  // selection list length (topk), 0 when dense
   int32_t num_layers = 0;
-  int64_t mlp_chunk_tokens = 0;   // MLP runs over row chunks of this many tokens
-  int64_t workspace_bytes = 0;    // activations + selection the backend allocates
+  int64_t mlp_chunk_tokens = 0;  // MLP runs over row chunks of this many tokens
+  int64_t workspace_bytes = 0;   // activations + selection the backend allocates
   std::string ToString() const;
 };
 
@@ -74,22 +75,22 @@ struct LayerStats {
   int32_t layer = 0;
   int64_t selected_keys = 0;  // summed over KV heads and query tokens
   int64_t causal_keys = 0;
-  double sparsity = 0.0;             // 1 - selected / causal
+  double sparsity = 0.0;  // 1 - selected / causal
   // 1 - selected / (queries x all N keys): the convention of the PHSA paper's "97.3% at 32K",
   // which divides by the context length rather than by each query's causal keys.
   double context_sparsity = 0.0;
-  double information_loss = -1.0;    // mean dense mass outside the selection; -1 when unmeasured
-  double attention_rel_l2 = -1.0;    // sparse vs dense attention output (sampled queries)
+  double information_loss = -1.0;  // mean dense mass outside the selection; -1 when unmeasured
+  double attention_rel_l2 = -1.0;  // sparse vs dense attention output (sampled queries)
   double seconds = 0.0;
 };
 
 struct Quality {
-  double information_loss = 0.0;    // mean over layers, heads and query tokens
-  double hidden_rel_l2 = 0.0;       // final hidden states, sparse vs dense run
-  double attention_rel_l2 = 0.0;    // mean over layers (sampled queries)
-  double next_token_kl = 0.0;       // KL(dense || sparse), mean over kl_positions
+  double information_loss = 0.0;  // mean over layers, heads and query tokens
+  double hidden_rel_l2 = 0.0;     // final hidden states, sparse vs dense run
+  double attention_rel_l2 = 0.0;  // mean over layers (sampled queries)
+  double next_token_kl = 0.0;     // KL(dense || sparse), mean over kl_positions
   int32_t kl_positions = 0;
-  double dense_seconds = 0.0;       // the dense reference run
+  double dense_seconds = 0.0;  // the dense reference run
 };
 
 struct PrefillResult {
@@ -99,11 +100,26 @@ struct PrefillResult {
   int64_t causal_keys = 0;
   double sparsity = 0.0;          // 1 - selected / causal, over all layers (DESIGN §4)
   double context_sparsity = 0.0;  // 1 - selected / (queries x N), see LayerStats
-  double seconds = 0.0;  // the prefill itself (not the measurement)
+  double seconds = 0.0;           // the prefill itself (not the measurement)
   double tokens_per_second = 0.0;
   std::vector<float> logits;  // [logits_positions, vocab]
   bool measured = false;
   Quality quality;
+};
+
+// One rank's prefill of a sharded prompt (Engine::PrefillShard).
+struct ShardPrefillResult {
+  // The whole prompt, combined over the ranks through the exchange, the same on every rank but
+  // for the timings: per-layer counters, sparsity, information loss, quality and logits.
+  PrefillResult prompt;
+  TokenRange tokens;                   // this shard
+  std::vector<ShardLayerPart> layers;  // this shard's own share of each layer
+};
+
+// The K/V cache of one layer, fp32 after RoPE: [tokens, kv_heads, head_dim] each.
+struct LayerKvBuffer {
+  std::vector<float> k;
+  std::vector<float> v;
 };
 
 // What a backend can do, asked up front (STYLE §7).
@@ -128,12 +144,31 @@ class ModelRunner {
     bool information_loss = false;
     int32_t final_rows = 0;
     std::vector<float>* final_hidden = nullptr;
+    // Added to the layer index in exchange calls: the dense reference pass of a measured run
+    // uses num_layers so that its keys never meet the prefill's.
+    int32_t exchange_layer_offset = 0;
   };
   [[nodiscard]] virtual absl::StatusOr<PrefillResult> Run(const PrefillPlan& plan,
                                                           std::span<const int32_t> tokens,
                                                           std::span<const uint8_t> punct,
                                                           const RunOptions& options,
                                                           LayerSink* sink) = 0;
+  // One rank of a sharded prefill: `tokens` and `punct` are this rank's shard
+  // (exchange.shard()); the plan is the whole prompt's. Returns the whole prompt's counters and
+  // logits (combined through the exchange) and this shard's own part; `final_hidden` gets this
+  // shard's rows among the last `final_rows`. Run() is this with a single rank.
+  [[nodiscard]] virtual absl::StatusOr<ShardPrefillResult> RunShard(
+      const PrefillPlan& /*plan*/, std::span<const int32_t> /*tokens*/,
+      std::span<const uint8_t> /*punct*/, ShardExchange& /*exchange*/,
+      const RunOptions& /*options*/, LayerSink* /*sink*/) {
+    return absl::UnimplementedError("this backend cannot run a sharded prefill");
+  }
+  // One decode step: logits [vocab] of `token` at position N given every layer's K/V of the N
+  // tokens before it (dense attention over the cache plus the token's own key).
+  [[nodiscard]] virtual absl::StatusOr<std::vector<float>> Decode(
+      std::span<const LayerKvBuffer> /*cache*/, int32_t /*token*/) {
+    return absl::UnimplementedError("this backend cannot decode");
+  }
   // logits [rows, vocab] of final normed hidden rows [rows, hidden].
   [[nodiscard]] virtual absl::StatusOr<std::vector<float>> Logits(std::span<const float> hidden,
                                                                   int64_t rows) = 0;
@@ -163,9 +198,27 @@ class Engine {
                                                       std::span<const int32_t> tokens,
                                                       const PrefillOptions& options,
                                                       LayerSink* sink);
+  // One rank of a sharded prefill (DESIGN §1 step 3): `shard_tokens` are the tokens of
+  // exchange.shard(), `plan` is the whole prompt's (Plan(total tokens, ...)); the layout's block
+  // size must be the plan's. Every rank calls it with the same plan and options. The sink gets
+  // this shard's KV (token_begin = shard begin). Prefill() is this over one in-process rank, so
+  // 1, 2 or 4 ranks give bit-identical KV, logits and counters.
+  [[nodiscard]] absl::StatusOr<ShardPrefillResult> PrefillShard(
+      const PrefillPlan& plan, std::span<const int32_t> shard_tokens, ShardExchange& exchange,
+      const PrefillOptions& options, LayerSink* sink);
+  // One decode step after a prefill: logits [vocab] of `token` at position N = cache[0] tokens,
+  // given every layer's K/V (cache.size() == num_layers, [N, kv_heads, head_dim] each, e.g. what
+  // a LayerSink received). InvalidArgument for a bad token, layer count or cache shape.
+  [[nodiscard]] absl::StatusOr<std::vector<float>> Decode(std::span<const LayerKvBuffer> cache,
+                                                          int32_t token);
 
  private:
   Engine() = default;
+  absl::StatusOr<ShardPrefillResult> PrefillShardImpl(const PrefillPlan& plan,
+                                                      std::span<const int32_t> shard_tokens,
+                                                      ShardExchange& exchange,
+                                                      const PrefillOptions& options,
+                                                      LayerSink* sink);
   std::unique_ptr<Checkpoint> checkpoint_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<ModelRunner> runner_;

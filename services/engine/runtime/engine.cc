@@ -1,6 +1,8 @@
 #include "sparsefill/engine/engine.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <utility>
@@ -38,9 +40,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const std::string& model_
   if (!tok_path.empty()) {
     SF_ASSIGN_OR_RETURN(engine->tokenizer_, Tokenizer::FromFile(tok_path));
     if (engine->tokenizer_->vocab_size() > engine->config().vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          tok_path, ": tokenizer has ", engine->tokenizer_->vocab_size(),
-          " ids but the model's vocab_size is ", engine->config().vocab_size));
+      return absl::InvalidArgumentError(
+          absl::StrCat(tok_path, ": tokenizer has ", engine->tokenizer_->vocab_size(),
+                       " ids but the model's vocab_size is ", engine->config().vocab_size));
     }
   }
   SF_ASSIGN_OR_RETURN(engine->runner_, CreateModelRunner(options.backend, *engine->checkpoint_));
@@ -66,27 +68,63 @@ absl::StatusOr<PrefillPlan> Engine::Plan(int64_t num_tokens,
   plan.blocks_per_query = plan.dense ? 0 : selection.topk;
   plan.mlp_chunk_tokens = std::min(num_tokens, kMlpChunkTokens);
   const int64_t qd = int64_t{c.num_heads} * c.head_dim, kvd = int64_t{c.num_kv_heads} * c.head_dim;
-  plan.workspace_bytes =
-      4 * (num_tokens * (3 * c.hidden_size + 2 * qd + 2 * kvd) +
-           plan.mlp_chunk_tokens * 2 * c.intermediate_size +
-           int64_t{c.num_kv_heads} * num_tokens * plan.blocks_per_query);
+  plan.workspace_bytes = 4 * (num_tokens * (3 * c.hidden_size + 2 * qd + 2 * kvd) +
+                              plan.mlp_chunk_tokens * 2 * c.intermediate_size +
+                              int64_t{c.num_kv_heads} * num_tokens * plan.blocks_per_query);
   return plan;
 }
 
 absl::StatusOr<PrefillResult> Engine::Prefill(const PrefillPlan& plan,
                                               std::span<const int32_t> tokens,
                                               const PrefillOptions& options, LayerSink* sink) {
-  const ModelConfig& c = config();
   if (static_cast<int64_t>(tokens.size()) != plan.num_tokens) {
     return absl::InvalidArgumentError(absl::StrCat("the plan is for ", plan.num_tokens,
-                                                   " tokens but ", tokens.size(),
-                                                   " were given"));
+                                                   " tokens but ", tokens.size(), " were given"));
   }
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    if (tokens[i] < 0 || tokens[i] >= c.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", tokens[i], " at index ", i,
-                                                     " is outside the vocabulary [0, ",
-                                                     c.vocab_size, ")"));
+  // One rank of the sharded prefill: the same layer loop, the same bits.
+  SF_ASSIGN_OR_RETURN(ShardLayout layout,
+                      ShardLayout::FromBounds({0, plan.num_tokens}, plan.selection.block_size));
+  SF_ASSIGN_OR_RETURN(std::unique_ptr<InProcessExchange> exchange,
+                      InProcessExchange::Create(std::move(layout), {}));
+  SF_ASSIGN_OR_RETURN(ShardPrefillResult r,
+                      PrefillShard(plan, tokens, exchange->endpoint(0), options, sink));
+  return std::move(r.prompt);
+}
+
+absl::StatusOr<ShardPrefillResult> Engine::PrefillShard(const PrefillPlan& plan,
+                                                        std::span<const int32_t> shard_tokens,
+                                                        ShardExchange& exchange,
+                                                        const PrefillOptions& options,
+                                                        LayerSink* sink) {
+  absl::StatusOr<ShardPrefillResult> r =
+      PrefillShardImpl(plan, shard_tokens, exchange, options, sink);
+  // Peers blocked on this rank learn at once (naming it) rather than at their deadline.
+  if (!r.ok()) exchange.Abort(r.status());
+  return r;
+}
+
+absl::StatusOr<ShardPrefillResult> Engine::PrefillShardImpl(const PrefillPlan& plan,
+                                                            std::span<const int32_t> shard_tokens,
+                                                            ShardExchange& exchange,
+                                                            const PrefillOptions& options,
+                                                            LayerSink* sink) {
+  const ModelConfig& c = config();
+  const TokenRange mine = exchange.shard();
+  if (exchange.layout().num_tokens() != plan.num_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("the plan is for ", plan.num_tokens,
+                                                   " tokens but the shard layout covers ",
+                                                   exchange.layout().num_tokens()));
+  }
+  if (static_cast<int64_t>(shard_tokens.size()) != mine.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("rank ", exchange.rank(), " holds tokens [",
+                                                   mine.begin, ", ", mine.end, ") but ",
+                                                   shard_tokens.size(), " were given"));
+  }
+  for (size_t i = 0; i < shard_tokens.size(); ++i) {
+    if (shard_tokens[i] < 0 || shard_tokens[i] >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token id ", shard_tokens[i], " at index ", mine.begin + static_cast<int64_t>(i),
+          " is outside the vocabulary [0, ", c.vocab_size, ")"));
     }
   }
   std::vector<uint8_t> punct;
@@ -96,27 +134,35 @@ absl::StatusOr<PrefillResult> Engine::Prefill(const PrefillPlan& plan,
           "policy phsa needs the checkpoint's tokenizer.json for its punctuation table");
     }
     const std::vector<uint8_t>& table = tokenizer_->PunctuationTable();
-    punct.resize(tokens.size());
-    for (size_t i = 0; i < tokens.size(); ++i) {
-      const auto id = static_cast<size_t>(tokens[i]);
+    punct.resize(shard_tokens.size());
+    for (size_t i = 0; i < shard_tokens.size(); ++i) {
+      const auto id = static_cast<size_t>(shard_tokens[i]);
       punct[i] = id < table.size() ? table[id] : 0;
     }
   }
 
   ModelRunner::RunOptions run;
   run.logits_positions = std::max(options.logits_positions, 0);
-  if (!options.measure) return runner_->Run(plan, tokens, punct, run, sink);
+  if (!options.measure) {
+    absl::StatusOr<ShardPrefillResult> r =
+        runner_->RunShard(plan, shard_tokens, punct, exchange, run, sink);
+    return r;
+  }
 
   const int64_t n = plan.num_tokens;
   const int32_t kl_rows = static_cast<int32_t>(std::min<int64_t>(options.kl_positions, n));
-  // The dense reference on the same input.
+  // The dense reference on the same input, through the same sharded code (its exchange layers
+  // come after the prefill's, see ShardExchange).
   SF_ASSIGN_OR_RETURN(PrefillPlan dense_plan, Plan(n, SelectionConfig::Dense()));
+  dense_plan.selection.block_size = plan.selection.block_size;  // the layout's
   std::vector<float> dense_hidden;
   ModelRunner::RunOptions dense_run;
   dense_run.logits_positions = kl_rows;
   dense_run.final_rows = static_cast<int32_t>(n);
   dense_run.final_hidden = &dense_hidden;
-  SF_ASSIGN_OR_RETURN(PrefillResult dense, runner_->Run(dense_plan, tokens, {}, dense_run, nullptr));
+  dense_run.exchange_layer_offset = c.num_layers;
+  SF_ASSIGN_OR_RETURN(ShardPrefillResult dense, runner_->RunShard(dense_plan, shard_tokens, {},
+                                                                  exchange, dense_run, nullptr));
 
   std::vector<float> hidden;
   run.logits_positions = std::max(run.logits_positions, kl_rows);
@@ -124,18 +170,48 @@ absl::StatusOr<PrefillResult> Engine::Prefill(const PrefillPlan& plan,
   run.final_hidden = &hidden;
   run.information_loss = true;
   run.attention_sample_queries = options.attention_sample_queries;
-  SF_ASSIGN_OR_RETURN(PrefillResult result, runner_->Run(plan, tokens, punct, run, sink));
+  SF_ASSIGN_OR_RETURN(ShardPrefillResult out,
+                      runner_->RunShard(plan, shard_tokens, punct, exchange, run, sink));
+  PrefillResult& result = out.prompt;
+
+  // Final hidden states: squared error and reference norm per rank, combined.
+  if (hidden.size() != dense_hidden.size()) {
+    return absl::InternalError(absl::StrCat("measure: ", hidden.size(), " hidden values vs ",
+                                            dense_hidden.size(), " in the dense run"));
+  }
+  double sums[2] = {0.0, 0.0};
+  for (size_t i = 0; i < hidden.size(); ++i) {
+    const double diff = double(hidden[i]) - double(dense_hidden[i]);
+    sums[0] += diff * diff;
+    sums[1] += double(dense_hidden[i]) * dense_hidden[i];
+  }
+  SF_ASSIGN_OR_RETURN(
+      std::vector<std::string> parts,
+      exchange.AllGather(2 * c.num_layers, "hidden-l2",
+                         std::string(reinterpret_cast<const char*>(sums), sizeof(sums))));
+  double err2 = 0.0, ref2 = 0.0;
+  for (size_t r = 0; r < parts.size(); ++r) {
+    if (parts[r].size() != sizeof(sums)) {
+      return absl::DataLossError(
+          absl::StrCat("hidden-state error from rank ", r, ": ", parts[r].size(), " bytes"));
+    }
+    double got[2];
+    std::memcpy(got, parts[r].data(), sizeof(got));
+    err2 += got[0];
+    ref2 += got[1];
+  }
 
   Quality& q = result.quality;
   result.measured = true;
-  q.dense_seconds = dense.seconds;
+  q.dense_seconds = dense.prompt.seconds;
   q.kl_positions = kl_rows;
-  SF_ASSIGN_OR_RETURN(q.hidden_rel_l2, RelativeL2(hidden, dense_hidden));
+  q.hidden_rel_l2 = ref2 > 0 ? std::sqrt(err2 / ref2) : (err2 > 0 ? HUGE_VAL : 0.0);
   const int64_t vocab = c.vocab_size;
   auto tail = [&](const std::vector<float>& logits) {
     return std::span<const float>(logits).subspan(logits.size() - size_t(kl_rows) * vocab);
   };
-  SF_ASSIGN_OR_RETURN(q.next_token_kl, NextTokenKl(tail(dense.logits), tail(result.logits), kl_rows, vocab));
+  SF_ASSIGN_OR_RETURN(q.next_token_kl,
+                      NextTokenKl(tail(dense.prompt.logits), tail(result.logits), kl_rows, vocab));
   double loss = 0, attn = 0;
   for (const LayerStats& s : result.layers) {
     loss += std::max(s.information_loss, 0.0);
@@ -147,7 +223,12 @@ absl::StatusOr<PrefillResult> Engine::Prefill(const PrefillPlan& plan,
   // Return only the logits the caller asked for.
   const size_t keep = size_t(std::max(options.logits_positions, 0)) * vocab;
   result.logits.erase(result.logits.begin(), result.logits.end() - keep);
-  return result;
+  return out;
+}
+
+absl::StatusOr<std::vector<float>> Engine::Decode(std::span<const LayerKvBuffer> cache,
+                                                  int32_t token) {
+  return runner_->Decode(cache, token);
 }
 
 }  // namespace sparsefill::engine

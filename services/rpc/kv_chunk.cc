@@ -1,0 +1,86 @@
+#include "services/rpc/kv_chunk.h"
+
+#include <algorithm>
+
+#include <xxhash.h>
+
+#include "absl/strings/str_cat.h"
+#include "services/rpc/convert.h"
+#include "sparsefill/common/status.h"
+
+namespace sparsefill::rpc {
+namespace {
+
+absl::Status Malformed(const kvstore::CacheId& cache, std::string_view why) {
+  return absl::DataLossError(
+      absl::StrCat("malformed KV chunk of cache ", CacheIdHex(cache), ": ", AsAbsl(why)));
+}
+
+}  // namespace
+
+uint64_t Xxh64(std::string_view bytes) { return XXH64(bytes.data(), bytes.size(), 0); }
+
+uint64_t LayoutBlockBytes(const kvstore::CacheLayout& layout, int64_t block) {
+  const int64_t begin = block * layout.block_size;
+  const int64_t tokens =
+      std::max<int64_t>(0, std::min<int64_t>(layout.block_size, layout.num_tokens - begin));
+  return 2ull * static_cast<uint64_t>(tokens) * static_cast<uint64_t>(layout.head_dim) *
+         DTypeSize(layout.dtype);
+}
+
+void AppendBlock(v1::KvChunk* chunk, std::string_view block_bytes) {
+  chunk->mutable_data()->append(block_bytes.data(), block_bytes.size());
+  chunk->add_xxh64(Xxh64(block_bytes));
+  chunk->set_num_blocks(chunk->num_blocks() + 1);
+}
+
+absl::Status VerifyKvChunk(const v1::KvChunk& chunk, const kvstore::CacheId& cache,
+                           const kvstore::CacheLayout& layout) {
+  absl::StatusOr<kvstore::CacheId> id = CacheIdFromBytes(chunk.cache_id());
+  if (!id.ok()) return Malformed(cache, std::string(id.status().message()));
+  if (*id != cache) {
+    return Malformed(cache, absl::StrCat("it belongs to cache ", CacheIdHex(*id)));
+  }
+  if (chunk.layer() < 0 || chunk.layer() >= layout.num_layers) {
+    return Malformed(
+        cache, absl::StrCat("layer ", chunk.layer(), " is outside [0, ", layout.num_layers, ")"));
+  }
+  if (chunk.kv_head() < 0 || chunk.kv_head() >= layout.kv_heads) {
+    return Malformed(
+        cache, absl::StrCat("kv_head ", chunk.kv_head(), " is outside [0, ", layout.kv_heads, ")"));
+  }
+  const int64_t total = layout.block_size > 0 ? layout.num_blocks() : 0;
+  if (chunk.num_blocks() <= 0 || chunk.first_block() < 0 || chunk.first_block() > total ||
+      chunk.num_blocks() > total - chunk.first_block()) {
+    return Malformed(cache, absl::StrCat("blocks [", chunk.first_block(), ", +", chunk.num_blocks(),
+                                         ") are outside the cache's ", total));
+  }
+  if (chunk.xxh64_size() != chunk.num_blocks()) {
+    return Malformed(
+        cache, absl::StrCat(chunk.xxh64_size(), " checksums for ", chunk.num_blocks(), " blocks"));
+  }
+  uint64_t expected_bytes = 0;
+  for (int32_t i = 0; i < chunk.num_blocks(); ++i) {
+    expected_bytes += LayoutBlockBytes(layout, chunk.first_block() + i);
+  }
+  if (chunk.data().size() != expected_bytes) {
+    return Malformed(
+        cache, absl::StrCat(chunk.data().size(), " data bytes, the blocks hold ", expected_bytes));
+  }
+  std::string_view data = chunk.data();
+  for (int32_t i = 0; i < chunk.num_blocks(); ++i) {
+    const int64_t block = chunk.first_block() + i;
+    const uint64_t n = LayoutBlockBytes(layout, block);
+    const uint64_t got = Xxh64(data.substr(0, n));
+    data.remove_prefix(n);
+    if (got != chunk.xxh64(i)) {
+      return absl::DataLossError(absl::StrCat("checksum mismatch: cache ", CacheIdHex(cache),
+                                              " layer ", chunk.layer(), " head ", chunk.kv_head(),
+                                              " block ", block, " (xxh64 ", absl::Hex(got),
+                                              ", expected ", absl::Hex(chunk.xxh64(i)), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace sparsefill::rpc
