@@ -103,8 +103,16 @@ void ConvertFromF32(const float* src, DType dst_type, void* dst, size_t n) {
       std::memcpy(dst, src, n * 4);
       return;
     case DType::kBF16: {
+      // F32ToBf16 without its NaN branch, so the loop vectorises (the KV store converts every
+      // layer through here); both results are computed and one is selected.
       auto* d = static_cast<uint16_t*>(dst);
-      for (size_t i = 0; i < n; ++i) d[i] = F32ToBf16(src[i]);
+      for (size_t i = 0; i < n; ++i) {
+        uint32_t bits;
+        std::memcpy(&bits, &src[i], 4);
+        const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+        const uint32_t quiet_nan = (bits >> 16) | 0x40u;
+        d[i] = static_cast<uint16_t>((bits & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+      }
       return;
     }
     case DType::kF16: {

@@ -467,8 +467,9 @@ absl::Status KvStoreImpl::Commit(const CacheId& id) {
     ready.state = CacheState::kReady;
     bytes = ready.Serialize();
   }
-  // sync=true: the WAL is sequential and a synced write syncs every live WAL file, so every
-  // earlier (unsynced) layer batch is durable no later than this READY manifest.
+  // The blocks first (a flush when they bypass the WAL, else a WAL sync), then the synced READY
+  // manifest: a READY manifest on disk always means every block is on disk.
+  SF_RETURN_IF_ERROR(disk_->MakeBlocksDurable());
   SF_RETURN_IF_ERROR(disk_->PutManifest(id, bytes, /*sync=*/true));
   std::lock_guard<std::mutex> lock(mu_);
   e->manifest.state = CacheState::kReady;

@@ -31,6 +31,10 @@ absl::Status RocksDbOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("rocksdb write_buffer_size must be >= 1 MiB, got ", write_buffer_size));
   }
+  if (max_write_buffer_number < 2 || max_write_buffer_number > 64) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rocksdb max_write_buffer_number must be in [2, 64], got ", max_write_buffer_number));
+  }
   if (max_background_jobs < 1 || max_background_jobs > 256) {
     return absl::InvalidArgumentError(
         absl::StrCat("rocksdb max_background_jobs must be in [1, 256], got ", max_background_jobs));

@@ -36,6 +36,9 @@ struct LayerKv {
   int32_t block_size = 0;
   int64_t num_blocks = 0;                   // ceil(num_tokens / block_size)
   const float* block_importance = nullptr;  // [kv_heads, num_blocks]
+  // This shard's counters for the layer (a worker reports them as soon as the layer is stored,
+  // before the layer's closing all-gather). Never null when the runner calls the sink.
+  const ShardLayerPart* part = nullptr;
 };
 
 // Receives each layer as soon as it is final (the KV store plugs in here).

@@ -429,6 +429,14 @@ absl::StatusOr<ShardPrefillResult> CpuRunner::RunShardImpl(
       kv.block_size = bs;
       kv.num_blocks = (ns + bs - 1) / bs;
       kv.block_importance = importance.mine.data();
+      ShardLayerPart counters;  // this shard's share, known before the layer's closing gather
+      counters.layer = li;
+      counters.selected_keys = mine_counts.selected_keys;
+      counters.causal_keys = mine_counts.causal_keys;
+      counters.information_loss_sum = mine_counts.loss_sum;
+      counters.information_loss_count = mine_counts.loss_count;
+      counters.seconds = SecondsSince(t_layer) - layer_measure;
+      kv.part = &counters;
       SF_RETURN_IF_ERROR(sink->OnLayer(kv));
     }
 

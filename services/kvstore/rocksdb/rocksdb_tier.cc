@@ -71,6 +71,7 @@ struct RocksDbTier::Impl {
   rocksdb::ColumnFamilyHandle* manifests = nullptr;
   rocksdb::ColumnFamilyHandle* default_cf = nullptr;
   std::string path;
+  RocksDbOptions options;
 
   ~Impl() {
     if (db) {
@@ -101,6 +102,7 @@ absl::StatusOr<std::unique_ptr<RocksDbTier>> RocksDbTier::Open(const std::string
   db_options.manual_wal_flush = false;
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   db_options.avoid_flush_during_shutdown = false;
+  db_options.advise_random_on_open = options.advise_random_on_open;
 
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
@@ -109,6 +111,7 @@ absl::StatusOr<std::unique_ptr<RocksDbTier>> RocksDbTier::Open(const std::string
 
   rocksdb::ColumnFamilyOptions blocks_cf;
   blocks_cf.write_buffer_size = options.write_buffer_size;
+  blocks_cf.max_write_buffer_number = options.max_write_buffer_number;
   blocks_cf.table_factory = table_factory;
   blocks_cf.enable_blob_files = true;
   blocks_cf.min_blob_size = options.min_blob_size;
@@ -118,7 +121,7 @@ absl::StatusOr<std::unique_ptr<RocksDbTier>> RocksDbTier::Open(const std::string
   blocks_cf.enable_blob_garbage_collection = options.blob_garbage_collection;
 
   rocksdb::ColumnFamilyOptions manifests_cf;
-  manifests_cf.write_buffer_size = options.write_buffer_size;
+  manifests_cf.write_buffer_size = 4ull << 20;  // manifests are small
   manifests_cf.table_factory = table_factory;
   manifests_cf.enable_blob_files = false;
 
@@ -136,6 +139,7 @@ absl::StatusOr<std::unique_ptr<RocksDbTier>> RocksDbTier::Open(const std::string
   impl->blocks = handles[1];
   impl->manifests = handles[2];
   impl->path = path;
+  impl->options = options;
   return std::unique_ptr<RocksDbTier>(new RocksDbTier(std::move(impl)));
 }
 
@@ -152,14 +156,15 @@ absl::Status RocksDbTier::PutBlocks(std::span<const BlockWrite> blocks, bool syn
     if (!s.ok()) return FromRocks(s, absl::StrCat("batching ", w.key.ToString()));
   }
   rocksdb::WriteOptions wo;
-  wo.sync = sync;
+  wo.sync = sync && !impl_->options.blocks_bypass_wal;
+  wo.disableWAL = impl_->options.blocks_bypass_wal;
   return FromRocks(impl_->db->Write(wo, &batch),
                    absl::StrCat("writing ", blocks.size(), " blocks to disk"));
 }
 
 absl::Status RocksDbTier::Get(const BlockKey& key, std::span<uint8_t> out) {
   rocksdb::ReadOptions ro;
-  ro.verify_checksums = true;
+  ro.verify_checksums = impl_->options.verify_rocksdb_checksums;
   rocksdb::PinnableSlice value;
   rocksdb::Status s = impl_->db->Get(ro, impl_->blocks, BlockKeyBytes(key), &value);
   if (s.IsNotFound()) return absl::NotFoundError(absl::StrCat("disk has no ", key.ToString()));
@@ -240,8 +245,10 @@ absl::StatusOr<std::vector<std::pair<CacheId, std::string>>> RocksDbTier::ListMa
 
 absl::StatusOr<std::vector<CacheId>> RocksDbTier::ListBlockCaches() const {
   std::vector<CacheId> out;
-  std::unique_ptr<rocksdb::Iterator> it(
-      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->blocks));
+  // Keys only: a damaged value must not stop recovery (reads of it report DataLoss later).
+  rocksdb::ReadOptions ro;
+  ro.verify_checksums = false;
+  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->blocks));
   for (it->SeekToFirst(); it->Valid();) {
     const rocksdb::Slice k = it->key();
     if (k.size() != kBlockKeyBytes || k[0] != kBlockPrefix) {
@@ -261,6 +268,7 @@ absl::StatusOr<int64_t> RocksDbTier::CountBlocks(const CacheId& id) const {
   const rocksdb::Slice upper(end);
   rocksdb::ReadOptions ro;
   ro.iterate_upper_bound = &upper;
+  ro.verify_checksums = false;  // counts keys; values are checked by whoever reads them
   std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->blocks));
   int64_t n = 0;
   for (it->Seek(CachePrefix(kBlockPrefix, id)); it->Valid(); it->Next()) ++n;
@@ -272,6 +280,14 @@ absl::Status RocksDbTier::Flush() {
   rocksdb::FlushOptions fo;
   fo.wait = true;
   return FromRocks(impl_->db->Flush(fo, {impl_->blocks, impl_->manifests}), "flushing memtables");
+}
+
+absl::Status RocksDbTier::MakeBlocksDurable() {
+  if (!impl_->options.blocks_bypass_wal) return SyncWal();
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  fo.allow_write_stall = true;
+  return FromRocks(impl_->db->Flush(fo, impl_->blocks), "flushing blocks to SST and blob files");
 }
 
 absl::Status RocksDbTier::SyncWal() { return FromRocks(impl_->db->SyncWAL(), "syncing the WAL"); }

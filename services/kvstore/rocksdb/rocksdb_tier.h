@@ -51,6 +51,9 @@ class RocksDbTier final : public BlockTier {
   absl::StatusOr<std::vector<CacheId>> ListBlockCaches() const;
   // Number of block keys stored under the cache's prefix (reads them; meant for checks/tests).
   absl::StatusOr<int64_t> CountBlocks(const CacheId& id) const;
+  // Makes every block written so far durable: a synced WAL, or (blocks_bypass_wal) a waited
+  // flush of the blocks' memtable into synced SST and blob files.
+  [[nodiscard]] absl::Status MakeBlocksDurable();
   // Syncs every live WAL file.
   [[nodiscard]] absl::Status SyncWal();
   // Flushes both column families' memtables into SST and blob files (waits for it), so the

@@ -1,5 +1,7 @@
 // KvStore under injected faults: corrupt host memory, corrupt RocksDB values, host tiers that
 // fail or fill up unannounced, and concurrent writers competing for a small host budget.
+#include <fstream>
+#include <filesystem>
 #include <thread>
 
 #include "services/kvstore/rocksdb/rocksdb_tier.h"
@@ -79,6 +81,57 @@ TEST(KvStoreFaults, CorruptHostMemoryIsDetectedDroppedAndServedFromDisk) {
   host->CorruptOnRead([](const BlockKey& k) { return k.layer == 0 && k.block == 0; });
   EXPECT_TRUE(ReadsBackExactly(*store, c));
   EXPECT_EQ(store->Stats().tiers[kHost].checksum_failures, hot / 2 + 2);  // block 0 of 2 heads
+}
+
+// Bytes flipped in the blob files on disk (RocksDB's own checksums are off by default): every
+// read either returns the exact bytes or DataLoss naming the block; nothing corrupt is served.
+TEST(KvStoreFaults, CorruptBlobFileIsDataLossThroughTheStore) {
+  Fixture f;
+  SCOPED_TRACE(::testing::Message() << "seed " << f.seed);
+  const testing::TestCache c = MakeCache(f.rng, SmallLayout(DType::kBF16));
+  {
+    auto store = f.Open(nullptr);
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(WriteCache(*store, c).ok());  // Commit flushes the blocks into blob files
+  }
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(f.dir.path)) {
+    if (e.path().extension() != ".blob") continue;
+    ++files;
+    std::fstream io(e.path(), std::ios::in | std::ios::out | std::ios::binary);
+    const auto size = std::filesystem::file_size(e.path());
+    for (uint64_t off = 1000; off + 64 < size; off += 700) {
+      io.seekg(static_cast<std::streamoff>(off));
+      char ch = 0;
+      io.read(&ch, 1);
+      ch ^= 0x21;
+      io.seekp(static_cast<std::streamoff>(off));
+      io.write(&ch, 1);
+    }
+  }
+  ASSERT_GT(files, 0) << "no blob file was written";
+  auto store = f.Open(nullptr);  // hot copies do not survive a restart: reads go to disk
+  ASSERT_NE(store, nullptr);
+  const CacheLayout& l = c.spec.layout;
+  int64_t data_loss = 0;
+  for (int32_t layer = 0; layer < l.num_layers; ++layer) {
+    for (int32_t head = 0; head < l.kv_heads; ++head) {
+      for (int64_t b = 0; b < l.num_blocks(); ++b) {
+        const BlockKey key{.cache = c.id, .layer = layer, .head = head, .block = b};
+        std::vector<uint8_t> out(l.BlockBytes(b));
+        absl::Status s = store->ReadBlock(key, out);
+        if (s.ok()) {
+          EXPECT_EQ(out, testing::ExpectedBlock(l, c.k[layer], c.v[layer], head, b)) << key.ToString();
+        } else {
+          EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+          EXPECT_NE(s.message().find(key.ToString()), std::string::npos) << s;
+          ++data_loss;
+        }
+      }
+    }
+  }
+  EXPECT_GT(data_loss, 0);
+  EXPECT_EQ(store->Stats().tiers[kDisk].checksum_failures, data_loss);
 }
 
 TEST(KvStoreFaults, CorruptRocksDbValueIsDataLossNamingTheBlock) {

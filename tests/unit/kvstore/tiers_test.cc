@@ -92,6 +92,11 @@ TEST(HostTier, RoundTripBudgetAndDelete) {
   EXPECT_TRUE(host->Get(bc.writes[1].key, out_c).ok());
 }
 
+RocksDbOptions Verifying(RocksDbOptions o) {
+  o.verify_rocksdb_checksums = true;
+  return o;
+}
+
 RocksDbOptions SmallRocks() {
   RocksDbOptions o;
   o.min_blob_size = 512;
@@ -174,6 +179,8 @@ TEST(RocksDbTier, DeleteCacheRemovesKeysManifestAndSpace) {
 
 // Bytes flipped inside a blob file on disk are caught by RocksDB's blob record checksum and
 // reported as DataLoss naming the block (the KV store adds its own xxh64 on top).
+// With verify_rocksdb_checksums the tier itself catches a damaged blob file (the store's default
+// leaves it to the per-block xxh64; KvStoreFaults.CorruptBlobFileIsDataLossThroughTheStore).
 TEST(RocksDbTier, CorruptBlobFileIsDataLoss) {
   const uint64_t seed = sparsefill::testing::FreshSeed();
   SCOPED_TRACE(::testing::Message() << "seed " << seed);
@@ -182,7 +189,7 @@ TEST(RocksDbTier, CorruptBlobFileIsDataLoss) {
   const CacheId a{7, rng.NextU64()};
   Blocks ba = MakeBlocks(rng, a, 0, 4, 8000, 8001);
   {
-    auto t = RocksDbTier::Open(dir, SmallRocks());
+    auto t = RocksDbTier::Open(dir, Verifying(SmallRocks()));
     ASSERT_TRUE(t.ok()) << t.status();
     ASSERT_TRUE((*t)->PutBlocks(ba.writes, true).ok());
     ASSERT_TRUE((*t)->Flush().ok());  // the values land in a blob file
@@ -205,7 +212,7 @@ TEST(RocksDbTier, CorruptBlobFileIsDataLoss) {
       f.write(&c, 1);
     }
   }
-  auto t = RocksDbTier::Open(dir, SmallRocks());
+  auto t = RocksDbTier::Open(dir, Verifying(SmallRocks()));
   ASSERT_TRUE(t.ok()) << t.status();
   int data_loss = 0;
   for (const BlockWrite& w : ba.writes) {

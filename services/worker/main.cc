@@ -1,0 +1,273 @@
+// sparsefill-worker: loads the models once, serves the Worker gRPC service (shard execution,
+// peer exchange, block reads) with grpc.health.v1 and reflection. Flags live here only; see
+// services/worker/README.md.
+#include <signal.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "services/common/auth_tokens.h"
+#include "services/rpc/call_handler.h"
+#include "services/rpc/server.h"
+#include "services/worker/worker.h"
+#include "services/worker/worker_service.h"
+#include "sparsefill/common/status.h"
+
+namespace sparsefill::worker {
+namespace {
+
+constexpr char kUsage[] = R"(usage: sparsefill-worker --model NAME=DIR --store DIR [flags]
+
+  --listen HOST:PORT       address to serve on (default 127.0.0.1:0; port 0 picks a free port).
+                           Prints "listening on HOST:PORT" on stdout once serving.
+  --model NAME=DIR         a Hugging Face checkpoint to serve as NAME (repeatable; at least one)
+  --store DIR              worker state: KV store (DIR/kv) and shard records (DIR/shards)
+  --backend NAME           engine backend (default cpu)
+  --host-budget BYTES      host memory for hot KV blocks (default 1073741824)
+  --hot-blocks N           hot blocks per (layer, KV head) of each shard (default 64)
+  --ttl-seconds S          TTL of caches whose request sets none (default 86400; 0 = never)
+  --deadline-ms MS         deadline of each peer call, and the longest a rank waits for its
+                           peers to reach the same step (default 120000)
+  --tls-cert FILE          PEM server certificate chain (enables TLS; also the client
+                           certificate towards peers when --tls-client-ca is set)
+  --tls-key FILE           PEM private key of --tls-cert
+  --tls-client-ca FILE     PEM CA bundle: require client certificates (mutual TLS)
+  --peer-ca FILE           PEM roots verifying peers' certificates (default: system roots)
+  --peer-tls-name NAME     name checked against peers' certificates instead of their host
+  --tokens FILE            bearer tokens of incoming calls ("token tenant" per line); without
+                           it calls are not authenticated
+  --peer-token TOKEN       bearer token this worker sends to its peers
+  --peer-token-file FILE   the same, read from a file (first line)
+  --log-calls              one line per finished call on stderr
+  --help                   this text
+)";
+
+struct Flags {
+  std::string listen = "127.0.0.1:0";
+  std::vector<ModelSpec> models;
+  std::string store;
+  std::string backend = "cpu";
+  uint64_t host_budget = 1ull << 30;
+  int32_t hot_blocks = 64;
+  int64_t ttl_seconds = 86400;
+  int64_t deadline_ms = 120000;
+  std::string tls_cert, tls_key, tls_client_ca, peer_ca, peer_tls_name;
+  std::string tokens_file, peer_token, peer_token_file;
+  bool log_calls = false;
+};
+
+absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
+  Flags f;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    std::string name = arg, value;
+    bool has_value = false;
+    if (const size_t eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+      name = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+      has_value = true;
+    }
+    auto take = [&]() -> absl::StatusOr<std::string> {
+      if (has_value) return value;
+      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat(name, ": needs a value"));
+      return std::string(argv[++i]);
+    };
+    auto integer = [&](int64_t min) -> absl::StatusOr<int64_t> {
+      SF_ASSIGN_OR_RETURN(std::string v, take());
+      int64_t x = 0;
+      if (!absl::SimpleAtoi(v, &x) || x < min) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(name, ": \"", v, "\" is not an integer >= ", min));
+      }
+      return x;
+    };
+    if (name == "--help" || name == "-h") {
+      std::cout << kUsage;
+      std::exit(0);
+    } else if (name == "--listen") {
+      SF_ASSIGN_OR_RETURN(f.listen, take());
+    } else if (name == "--model") {
+      SF_ASSIGN_OR_RETURN(std::string v, take());
+      const size_t eq = v.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == v.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("--model: \"", v, "\" is not NAME=DIR"));
+      }
+      f.models.push_back({.name = v.substr(0, eq), .dir = v.substr(eq + 1)});
+    } else if (name == "--store") {
+      SF_ASSIGN_OR_RETURN(f.store, take());
+    } else if (name == "--backend") {
+      SF_ASSIGN_OR_RETURN(f.backend, take());
+    } else if (name == "--host-budget") {
+      SF_ASSIGN_OR_RETURN(int64_t x, integer(0));
+      f.host_budget = static_cast<uint64_t>(x);
+    } else if (name == "--hot-blocks") {
+      SF_ASSIGN_OR_RETURN(int64_t x, integer(0));
+      if (x > (1 << 30)) return absl::InvalidArgumentError("--hot-blocks: too large");
+      f.hot_blocks = static_cast<int32_t>(x);
+    } else if (name == "--ttl-seconds") {
+      SF_ASSIGN_OR_RETURN(f.ttl_seconds, integer(0));
+    } else if (name == "--deadline-ms") {
+      SF_ASSIGN_OR_RETURN(f.deadline_ms, integer(1));
+    } else if (name == "--tls-cert") {
+      SF_ASSIGN_OR_RETURN(f.tls_cert, take());
+    } else if (name == "--tls-key") {
+      SF_ASSIGN_OR_RETURN(f.tls_key, take());
+    } else if (name == "--tls-client-ca") {
+      SF_ASSIGN_OR_RETURN(f.tls_client_ca, take());
+    } else if (name == "--peer-ca") {
+      SF_ASSIGN_OR_RETURN(f.peer_ca, take());
+    } else if (name == "--peer-tls-name") {
+      SF_ASSIGN_OR_RETURN(f.peer_tls_name, take());
+    } else if (name == "--tokens") {
+      SF_ASSIGN_OR_RETURN(f.tokens_file, take());
+    } else if (name == "--peer-token") {
+      SF_ASSIGN_OR_RETURN(f.peer_token, take());
+    } else if (name == "--peer-token-file") {
+      SF_ASSIGN_OR_RETURN(f.peer_token_file, take());
+    } else if (name == "--log-calls") {
+      f.log_calls = true;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag \"", arg, "\" (see --help)"));
+    }
+  }
+  if (f.models.empty()) return absl::InvalidArgumentError("--model: at least one is required");
+  if (f.store.empty()) return absl::InvalidArgumentError("--store: required");
+  if (!f.peer_token.empty() && !f.peer_token_file.empty()) {
+    return absl::InvalidArgumentError("--peer-token and --peer-token-file: give one of them");
+  }
+  if (!f.peer_token_file.empty()) {
+    std::ifstream in(f.peer_token_file);
+    if (!in || !std::getline(in, f.peer_token) || f.peer_token.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--peer-token-file: cannot read a token from ", f.peer_token_file));
+    }
+    while (!f.peer_token.empty() && (f.peer_token.back() == '\r' || f.peer_token.back() == ' ')) {
+      f.peer_token.pop_back();
+    }
+  }
+  return f;
+}
+
+int Run(int argc, char** argv) {
+  auto flags = ParseFlags(argc, argv);
+  if (!flags.ok()) {
+    std::cerr << "sparsefill-worker: " << flags.status().message() << "\n";
+    return 2;
+  }
+  const Flags& f = *flags;
+
+  // Signals are taken by sigwait below; blocked before any thread starts so none gets them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  WorkerOptions wo;
+  wo.models = f.models;
+  wo.backend = f.backend;
+  wo.store_dir = f.store;
+  wo.host_budget_bytes = f.host_budget;
+  wo.placement.hot_blocks = f.hot_blocks;
+  // Init + local blocks are always hot, so they must fit in --hot-blocks.
+  wo.placement.local_blocks = std::max<int32_t>(
+      0, std::min<int32_t>(wo.placement.local_blocks, f.hot_blocks - wo.placement.init_blocks));
+  if (f.hot_blocks < wo.placement.init_blocks) wo.placement.init_blocks = f.hot_blocks;
+  wo.default_ttl_ms = f.ttl_seconds * 1000;
+  auto worker = Worker::Create(wo);
+  if (!worker.ok()) {
+    std::cerr << "sparsefill-worker: " << worker.status() << "\n";
+    return 1;
+  }
+
+  std::optional<auth::TokenTable> tokens;
+  if (!f.tokens_file.empty()) {
+    auto t = auth::TokenTable::LoadFile(f.tokens_file);
+    if (!t.ok()) {
+      std::cerr << "sparsefill-worker: --tokens: " << t.status() << "\n";
+      return 2;
+    }
+    tokens = *std::move(t);
+  }
+  rpc::OstreamCallLogger logger(&std::cerr);
+  WorkerService::Options so;
+  so.handler.tokens = tokens ? &*tokens : nullptr;
+  so.handler.logger = f.log_calls ? &logger : nullptr;
+  so.exchange.peer_timeout = std::chrono::milliseconds(f.deadline_ms);
+  so.peers.token = f.peer_token;
+  if (!f.tls_cert.empty() || !f.tls_key.empty()) {
+    so.peers.security.mode = auth::TransportSecurity::kTls;
+    so.peers.security.ca_file = f.peer_ca;
+    so.peers.security.target_name_override = f.peer_tls_name;
+    if (!f.tls_client_ca.empty()) {
+      so.peers.security.cert_file = f.tls_cert;
+      so.peers.security.key_file = f.tls_key;
+    }
+  }
+  auto service = WorkerService::Create(worker->get(), so);
+  if (!service.ok()) {
+    std::cerr << "sparsefill-worker: " << service.status() << "\n";
+    return 2;
+  }
+
+  rpc::ServerOptions server_options;
+  server_options.address = f.listen;
+  if (!f.tls_cert.empty() || !f.tls_key.empty() || !f.tls_client_ca.empty()) {
+    server_options.security.mode = auth::TransportSecurity::kTls;
+    server_options.security.cert_file = f.tls_cert;
+    server_options.security.key_file = f.tls_key;
+    server_options.security.client_ca_file = f.tls_client_ca;
+  }
+  auto server = rpc::StartServer(server_options, {service->get()});
+  if (!server.ok()) {
+    std::cerr << "sparsefill-worker: " << server.status() << "\n";
+    return 1;
+  }
+  (*server)->SetServing(true);  // the models are loaded
+  const std::string host = f.listen.substr(0, f.listen.rfind(':'));
+  std::cout << "listening on " << host << ":" << (*server)->port() << std::endl;
+
+  // TTL expiry once a minute until a stop signal.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stopping = false;
+  std::thread expirer([&] {
+    std::unique_lock<std::mutex> lock(mu);
+    while (!cv.wait_for(lock, std::chrono::minutes(1), [&] { return stopping; })) {
+      lock.unlock();
+      auto n = (*worker)->ExpireCaches();
+      if (!n.ok()) std::cerr << "sparsefill-worker: expiring caches: " << n.status() << "\n";
+      lock.lock();
+    }
+  });
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  std::cerr << "sparsefill-worker: signal " << sig << ", shutting down\n";
+  (*server)->SetServing(false);
+  (*server)->Shutdown(std::chrono::seconds(5));
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    stopping = true;
+  }
+  cv.notify_all();
+  expirer.join();
+  return 0;
+}
+
+}  // namespace
+}  // namespace sparsefill::worker
+
+int main(int argc, char** argv) { return sparsefill::worker::Run(argc, argv); }

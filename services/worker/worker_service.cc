@@ -1,0 +1,261 @@
+#include "services/worker/worker_service.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "services/rpc/convert.h"
+#include "services/rpc/deadline.h"
+#include "services/rpc/stream_writer.h"
+#include "sparsefill/common/status.h"
+
+namespace sparsefill::worker {
+namespace {
+
+// Proto -> ShardJob; every problem names the request field.
+absl::StatusOr<ShardJob> ToJob(const v1::ShardRequest& req, const Worker& worker,
+                               const rpc::CallInfo& call) {
+  ShardJob job;
+  SF_ASSIGN_OR_RETURN(job.id, rpc::CacheIdFromBytes(req.job_id(), "job_id"));
+  job.model = req.model();
+  SF_ASSIGN_OR_RETURN(engine::Engine * engine, worker.FindModel(req.model()));
+  job.rank = req.rank();
+  if (req.peers_size() == 0) {
+    return absl::InvalidArgumentError("peers: empty (list every worker of the job by rank)");
+  }
+  job.bounds.push_back(req.peers(0).token_begin());
+  for (int i = 0; i < req.peers_size(); ++i) {
+    const v1::ShardPeer& p = req.peers(i);
+    if (p.rank() != i) {
+      return absl::InvalidArgumentError(absl::StrCat("peers[", i, "].rank: ", p.rank(),
+                                                     ", expected ", i, " (peers are by rank)"));
+    }
+    if (p.token_begin() != job.bounds.back()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("peers[", i, "].token_begin: ", p.token_begin(),
+                       " does not continue at token ", job.bounds.back()));
+    }
+    job.bounds.push_back(p.token_end());
+    job.peer_addresses.push_back(p.address());
+  }
+  job.num_tokens = req.num_tokens();
+  job.tokens.assign(req.tokens().ids().begin(), req.tokens().ids().end());
+  SF_ASSIGN_OR_RETURN(job.selection, rpc::ResolveSelection(req.selection(), engine->config()));
+  job.measure = req.measure();
+  if (req.ttl_seconds() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ttl_seconds: must be >= 0, got ", req.ttl_seconds()));
+  }
+  job.ttl_ms = req.ttl_seconds() == 0 ? -1 : req.ttl_seconds() * 1000;
+  // The coordinator authenticated the client and names its tenant; direct callers own theirs.
+  job.tenant = req.tenant().empty() ? call.tenant : req.tenant();
+  job.deadline = call.deadline;
+  grpc::ServerContext* ctx = call.ctx;
+  job.cancelled = [ctx] { return ctx->IsCancelled(); };
+  return job;
+}
+
+v1::ShardManifest ToProto(const ShardInfo& s) {
+  v1::ShardManifest m;
+  m.set_cache_id(rpc::CacheIdToBytes(s.id));
+  *m.mutable_layout() = rpc::CacheLayoutToProto(s.layout);
+  m.set_token_begin(s.token_begin);
+  m.set_token_end(s.token_end);
+  m.set_layers_written(s.layers_written);
+  m.set_ready(s.ready);
+  m.set_hot_blocks(s.hot_blocks);
+  m.set_cold_blocks(s.cold_blocks);
+  return m;
+}
+
+}  // namespace
+
+absl::Status WorkerService::Options::Validate() const {
+  if (chunk_bytes == 0 || chunk_bytes > (32u << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk_bytes: ", chunk_bytes, " is outside (0, 32 MiB]"));
+  }
+  SF_RETURN_IF_ERROR(peers.Validate());
+  return exchange.Validate();
+}
+
+WorkerService::WorkerService(Worker* worker, Options options)
+    : worker_(worker),
+      options_(options),
+      handler_(options.handler),
+      channels_(options.peers),
+      exchanges_(&channels_, options.exchange) {}
+
+absl::StatusOr<std::unique_ptr<WorkerService>> WorkerService::Create(Worker* worker,
+                                                                     Options options) {
+  if (worker == nullptr) return absl::InvalidArgumentError("worker: null");
+  SF_RETURN_IF_ERROR(options.Validate());
+  return std::unique_ptr<WorkerService>(new WorkerService(worker, std::move(options)));
+}
+
+grpc::Status WorkerService::ExecuteShard(grpc::ServerContext* ctx, const v1::ShardRequest* req,
+                                         grpc::ServerWriter<v1::ShardEvent>* out) {
+  return handler_.Handle(ctx, "ExecuteShard", [&](const rpc::CallInfo& call) -> absl::Status {
+    SF_ASSIGN_OR_RETURN(ShardJob job, ToJob(*req, *worker_, call));
+    rpc::StreamWriter<v1::ShardEvent> writer(call, out, handler_.metrics());
+    auto on_layer = [&](const ShardLayerEvent& e) -> absl::Status {
+      v1::ShardEvent ev;
+      v1::ShardLayerDone* d = ev.mutable_layer_done();
+      d->set_layer(e.layer);
+      d->set_selected_keys(e.selected_keys);
+      d->set_causal_keys(e.causal_keys);
+      d->set_information_loss_sum(e.information_loss_sum);
+      d->set_information_loss_count(e.information_loss_count);
+      d->set_hot_blocks(e.hot_blocks);
+      d->set_cold_blocks(e.cold_blocks);
+      return writer.Write(ev);
+    };
+    SF_ASSIGN_OR_RETURN(ShardOutcome done, worker_->ExecuteShard(job, exchanges_, on_layer));
+    v1::ShardEvent ev;
+    v1::ShardDone* d = ev.mutable_done();
+    d->set_seconds(done.seconds);
+    d->set_hot_blocks(done.hot_blocks);
+    d->set_cold_blocks(done.cold_blocks);
+    d->set_hidden_rel_l2(done.hidden_rel_l2);
+    d->set_next_token_kl(done.next_token_kl);
+    return writer.Write(ev);
+  });
+}
+
+grpc::Status WorkerService::PutPayload(grpc::ServerContext* ctx, const v1::PeerPayload* req,
+                                       v1::PeerAck* /*resp*/) {
+  return handler_.Handle(ctx, "PutPayload", [&]() -> absl::Status {
+    SF_ASSIGN_OR_RETURN(kvstore::CacheId id, rpc::CacheIdFromBytes(req->job_id(), "job_id"));
+    SF_ASSIGN_OR_RETURN(std::shared_ptr<JobMailbox> box, worker_->mailbox().Open(id.ToHex()));
+    return box->Deliver(req->layer(), req->tag(), req->from_rank(), req->data());
+  });
+}
+
+grpc::Status WorkerService::FetchKv(grpc::ServerContext* ctx, const v1::FetchKvRequest* req,
+                                    grpc::ServerWriter<v1::KvRows>* out) {
+  return handler_.Handle(ctx, "FetchKv", [&](const rpc::CallInfo& call) -> absl::Status {
+    SF_ASSIGN_OR_RETURN(kvstore::CacheId id, rpc::CacheIdFromBytes(req->job_id(), "job_id"));
+    if (req->begins_size() != req->ends_size() || req->begins_size() == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("begins/ends: ", req->begins_size(), " and ",
+                                                     req->ends_size(),
+                                                     " values; expected the same non-zero count"));
+    }
+    std::vector<engine::TokenRange> ranges(static_cast<size_t>(req->begins_size()));
+    for (int i = 0; i < req->begins_size(); ++i) {
+      ranges[static_cast<size_t>(i)] = {req->begins(i), req->ends(i)};
+    }
+    SF_ASSIGN_OR_RETURN(std::shared_ptr<JobMailbox> box, worker_->mailbox().Open(id.ToHex()));
+    WaitOptions wait;
+    const auto timeout = rpc::TimeLeft(call.deadline).value_or(options_.exchange.peer_timeout);
+    wait.deadline = std::chrono::steady_clock::now() +
+                    std::min<std::chrono::milliseconds>(timeout, options_.exchange.peer_timeout);
+    wait.poll = options_.exchange.poll;
+    wait.check = [ctx](std::span<const int32_t>) {
+      return ctx->IsCancelled() ? absl::CancelledError("the FetchKv caller went away")
+                                : absl::OkStatus();
+    };
+    SF_ASSIGN_OR_RETURN(std::string bytes, box->ReadRows(req->layer(), ranges, wait));
+    rpc::StreamWriter<v1::KvRows> writer(call, out, handler_.metrics());
+    const size_t step = options_.exchange.max_rows_bytes;
+    v1::KvRows msg;
+    for (size_t at = 0; at < bytes.size(); at += step) {
+      msg.set_data(bytes.data() + at, std::min(step, bytes.size() - at));
+      SF_RETURN_IF_ERROR(writer.Write(msg));
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status WorkerService::ReadBlocks(grpc::ServerContext* ctx, const v1::FetchBlocksRequest* req,
+                                       grpc::ServerWriter<v1::KvChunk>* out) {
+  return handler_.Handle(ctx, "ReadBlocks", [&](const rpc::CallInfo& call) -> absl::Status {
+    SF_ASSIGN_OR_RETURN(kvstore::CacheId id, rpc::CacheIdFromBytes(req->cache_id(), "cache_id"));
+    std::vector<BlockRun> runs;
+    runs.reserve(static_cast<size_t>(req->ranges_size()));
+    for (const v1::BlockRange& r : req->ranges()) {
+      runs.push_back({.layer = r.layer(),
+                      .kv_head = r.kv_head(),
+                      .first_block = r.first_block(),
+                      .num_blocks = r.num_blocks()});
+    }
+    if (runs.empty()) return absl::InvalidArgumentError("ranges: empty");
+    rpc::StreamWriter<v1::KvChunk> writer(call, out, handler_.metrics());
+    const std::string id_bytes = rpc::CacheIdToBytes(id);
+    return worker_->ReadBlocks(id, runs, options_.chunk_bytes,
+                               [&](const BlockChunk& c) -> absl::Status {
+                                 v1::KvChunk m;
+                                 m.set_cache_id(id_bytes);
+                                 m.set_layer(c.run.layer);
+                                 m.set_kv_head(c.run.kv_head);
+                                 m.set_first_block(c.run.first_block);
+                                 m.set_num_blocks(c.run.num_blocks);
+                                 m.set_tier(rpc::TierToProto(c.tier));
+                                 m.set_hot(c.hot);
+                                 for (uint64_t x : c.checksums) m.add_xxh64(x);
+                                 m.set_data(c.data);
+                                 return writer.Write(m);
+                               });
+  });
+}
+
+grpc::Status WorkerService::GetShardManifest(grpc::ServerContext* ctx,
+                                             const v1::ShardManifestRequest* req,
+                                             v1::ShardManifest* resp) {
+  return handler_.Handle(ctx, "GetShardManifest", [&]() -> absl::Status {
+    SF_ASSIGN_OR_RETURN(kvstore::CacheId id, rpc::CacheIdFromBytes(req->cache_id(), "cache_id"));
+    SF_ASSIGN_OR_RETURN(ShardInfo info, worker_->GetShard(id));
+    *resp = ToProto(info);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status WorkerService::DeleteShard(grpc::ServerContext* ctx, const v1::DeleteShardRequest* req,
+                                        v1::DeleteShardResponse* /*resp*/) {
+  return handler_.Handle(ctx, "DeleteShard", [&]() -> absl::Status {
+    SF_ASSIGN_OR_RETURN(kvstore::CacheId id, rpc::CacheIdFromBytes(req->cache_id(), "cache_id"));
+    return worker_->DeleteShard(id);
+  });
+}
+
+grpc::Status WorkerService::ListShards(grpc::ServerContext* ctx,
+                                       const v1::ListShardsRequest* /*req*/,
+                                       v1::ListShardsResponse* resp) {
+  return handler_.Handle(ctx, "ListShards", [&]() -> absl::Status {
+    for (const ShardInfo& s : worker_->ListShards()) *resp->add_shards() = ToProto(s);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status WorkerService::DescribeModels(grpc::ServerContext* ctx,
+                                           const v1::ListModelsRequest* /*req*/,
+                                           v1::ListModelsResponse* resp) {
+  return handler_.Handle(ctx, "DescribeModels", [&]() -> absl::Status {
+    for (const ModelInfo& m : worker_->Models()) {
+      v1::ModelInfo* p = resp->add_models();
+      p->set_name(m.name);
+      p->set_architecture(std::string(engine::ArchitectureName(m.config.arch)));
+      p->set_num_layers(m.config.num_layers);
+      p->set_q_heads(m.config.num_heads);
+      p->set_kv_heads(m.config.num_kv_heads);
+      p->set_head_dim(m.config.head_dim);
+      p->set_vocab_size(m.config.vocab_size);
+      p->set_max_tokens(m.config.max_position_embeddings);
+      p->set_has_tokenizer(m.has_tokenizer);
+      p->set_default_policy(rpc::PolicyToProto(rpc::DefaultPolicy(m.config)));
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status WorkerService::Tokenize(grpc::ServerContext* ctx, const v1::TokenizeRequest* req,
+                                     v1::TokenIds* resp) {
+  return handler_.Handle(ctx, "Tokenize", [&]() -> absl::Status {
+    SF_ASSIGN_OR_RETURN(std::vector<int32_t> ids, worker_->Tokenize(req->model(), req->text()));
+    resp->mutable_ids()->Assign(ids.begin(), ids.end());
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace sparsefill::worker

@@ -1,0 +1,64 @@
+// The Worker gRPC service (worker.proto): a thin adapter over the transport-free Worker (STYLE
+// §9). Each handler converts proto -> domain types (INVALID_ARGUMENT names the field), calls the
+// Worker through rpc::CallHandler (auth, deadline, logs, metrics), and converts back.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "services/rpc/call_handler.h"
+#include "services/worker/grpc_shard_exchange.h"
+#include "services/worker/worker.h"
+#include "sparsefill/v1/worker.grpc.pb.h"
+
+namespace sparsefill::worker {
+
+class WorkerService final : public v1::Worker::Service {
+ public:
+  struct Options {
+    // Authentication, logging and metrics of incoming calls (default: none of them).
+    rpc::CallHandler::Options handler;
+    // Channels (TLS, bearer token) for calls to peers.
+    PeerChannels::Options peers;
+    // Deadlines and liveness checks of the peer exchange.
+    GrpcExchangeOptions exchange;
+    // ReadBlocks cuts a chunk once it holds this many bytes (DESIGN §7: >= 1 MiB). Default 1 MiB.
+    uint64_t chunk_bytes = 1u << 20;
+    absl::Status Validate() const;
+  };
+
+  // `worker` is not owned and must outlive the service.
+  static absl::StatusOr<std::unique_ptr<WorkerService>> Create(Worker* worker, Options options);
+
+  grpc::Status ExecuteShard(grpc::ServerContext* ctx, const v1::ShardRequest* req,
+                            grpc::ServerWriter<v1::ShardEvent>* out) override;
+  grpc::Status PutPayload(grpc::ServerContext* ctx, const v1::PeerPayload* req,
+                          v1::PeerAck* resp) override;
+  grpc::Status FetchKv(grpc::ServerContext* ctx, const v1::FetchKvRequest* req,
+                       grpc::ServerWriter<v1::KvRows>* out) override;
+  grpc::Status ReadBlocks(grpc::ServerContext* ctx, const v1::FetchBlocksRequest* req,
+                          grpc::ServerWriter<v1::KvChunk>* out) override;
+  grpc::Status GetShardManifest(grpc::ServerContext* ctx, const v1::ShardManifestRequest* req,
+                                v1::ShardManifest* resp) override;
+  grpc::Status DeleteShard(grpc::ServerContext* ctx, const v1::DeleteShardRequest* req,
+                           v1::DeleteShardResponse* resp) override;
+  grpc::Status ListShards(grpc::ServerContext* ctx, const v1::ListShardsRequest* req,
+                          v1::ListShardsResponse* resp) override;
+  grpc::Status DescribeModels(grpc::ServerContext* ctx, const v1::ListModelsRequest* req,
+                              v1::ListModelsResponse* resp) override;
+  grpc::Status Tokenize(grpc::ServerContext* ctx, const v1::TokenizeRequest* req,
+                        v1::TokenIds* resp) override;
+
+  const rpc::CallHandler& handler() const { return handler_; }
+
+ private:
+  WorkerService(Worker* worker, Options options);
+
+  Worker* worker_;
+  Options options_;
+  rpc::CallHandler handler_;
+  PeerChannels channels_;
+  GrpcExchangeFactory exchanges_;
+};
+
+}  // namespace sparsefill::worker

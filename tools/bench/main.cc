@@ -1,0 +1,30 @@
+// bench: the project's benchmarks. Speed targets are met here, with results written as JSON
+// under bench/results/ (device, date, command, commit), never in timed unit tests.
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "tools/bench/commands.h"
+
+int main(int argc, char** argv) {
+  namespace sb = sparsefill::bench;
+  CLI::App app{"bench: sparsefill benchmarks (results as JSON under bench/results/)"};
+  app.require_subcommand(1);
+  const std::vector<std::string> args(argv, argv + argc);
+
+  sb::DiskArgs disk_args;
+  disk_args.common.argv = args;
+  CLI::App* disk = sb::AddDiskCommand(app, disk_args);
+#if SPARSEFILL_BENCH_KVSTORE
+  sb::KvStoreArgs kv_args;
+  kv_args.common.argv = args;
+  CLI::App* kvstore = sb::AddKvStoreCommand(app, kv_args);
+#endif
+
+  CLI11_PARSE(app, argc, argv);
+  if (disk->parsed()) return sb::RunDisk(disk_args);
+#if SPARSEFILL_BENCH_KVSTORE
+  if (kvstore->parsed()) return sb::RunKvStore(kv_args);
+#endif
+  return 2;
+}
