@@ -37,6 +37,13 @@ class BlockTier {
   // Copies the block into `out`, whose size must equal the stored size (InvalidArgument
   // otherwise); NotFound naming the key when absent.
   [[nodiscard]] virtual absl::Status Get(const BlockKey& key, std::span<uint8_t> out) = 0;
+  // Get of many blocks in one call: statuses[i] is what Get(keys[i], outs[i]) would return.
+  // All three spans have the same length (the caller checks). Tiers that can batch their I/O
+  // override it (RocksDB: one MultiGet); the default reads block by block.
+  virtual void GetBatch(std::span<const BlockKey> keys, std::span<const std::span<uint8_t>> outs,
+                        std::span<absl::Status> statuses) {
+    for (size_t i = 0; i < keys.size(); ++i) statuses[i] = Get(keys[i], outs[i]);
+  }
   [[nodiscard]] virtual absl::Status Erase(const BlockKey& key) = 0;
   // Removes every block of the cache (RocksDB: one DeleteRange).
   [[nodiscard]] virtual absl::Status DeleteCache(const CacheId& cache) = 0;

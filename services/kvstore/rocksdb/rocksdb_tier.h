@@ -34,6 +34,10 @@ class RocksDbTier final : public BlockTier {
   absl::Status PutBlocks(std::span<const BlockWrite> blocks, bool sync) override;
   // DataLoss naming the key when RocksDB's own checksums (SST/blob records) fail.
   absl::Status Get(const BlockKey& key, std::span<uint8_t> out) override;
+  // One MultiGet over the keys in key order (RocksDB then reads the blob values of one blob
+  // file together, sorted by offset), in slices of at most kMultiGetSlice keys.
+  void GetBatch(std::span<const BlockKey> keys, std::span<const std::span<uint8_t>> outs,
+                std::span<absl::Status> statuses) override;
   absl::Status Erase(const BlockKey& key) override;
   // One synced batch: DeleteRange over the cache's blocks plus the delete of its manifest; then
   // a CompactRange over that range so the space (SST entries and blob files) returns.

@@ -1,0 +1,195 @@
+// sparsefill-coordinator: the public API (DESIGN §7) in front of the workers. Flags live here
+// only; everything else takes option structs.
+#include <csignal>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "services/common/auth_tokens.h"
+#include "services/coordinator/coordinator.h"
+#include "services/coordinator/coordinator_service.h"
+#include "services/coordinator/grpc_worker.h"
+#include "services/rpc/server.h"
+#include "sparsefill/common/status.h"
+
+namespace sc = sparsefill::coordinator;
+namespace auth = sparsefill::auth;
+
+namespace {
+
+struct Flags {
+  std::string listen = "0.0.0.0:50051";
+  std::vector<std::string> workers;
+  std::string registry;
+  int32_t max_queue = 16;
+  int64_t max_inflight_tokens = int64_t{4} << 20;
+  int64_t max_tokens = int64_t{1} << 20;
+  int64_t default_ttl_s = 3600;
+  int64_t max_ttl_s = 7 * 24 * 3600;
+  int64_t deadline_ms = 600000;
+  int64_t health_timeout_ms = 2000;
+  int64_t health_interval_ms = 5000;
+  std::string tls_cert, tls_key, tls_client_ca;
+  std::string tokens_file;
+  std::string worker_token_file;
+  bool worker_tls = false;
+  std::string worker_ca, worker_cert, worker_key, worker_name_override;
+};
+
+absl::StatusOr<std::string> ReadSecret(const std::string& path) {
+  std::ifstream in(path);
+  if (!in)
+    return absl::InvalidArgumentError(absl::StrCat("--worker-token-file: cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string s = ss.str();
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  if (s.empty())
+    return absl::InvalidArgumentError(absl::StrCat("--worker-token-file: ", path, " is empty"));
+  return s;
+}
+
+absl::Status Run(const Flags& f) {
+  if (f.workers.empty()) return absl::InvalidArgumentError("--worker: at least one is required");
+  if (f.registry.empty()) return absl::InvalidArgumentError("--registry: required");
+
+  sc::CoordinatorOptions options;
+  options.max_tokens = f.max_tokens;
+  options.admission.max_queue = f.max_queue;
+  options.admission.max_inflight_tokens = f.max_inflight_tokens;
+  options.default_ttl_s = f.default_ttl_s;
+  options.max_ttl_s = f.max_ttl_s;
+  options.default_deadline = std::chrono::milliseconds(f.deadline_ms);
+  options.health_timeout = std::chrono::milliseconds(f.health_timeout_ms);
+  options.health_interval = std::chrono::milliseconds(f.health_interval_ms);
+  SF_RETURN_IF_ERROR(options.Validate());
+
+  std::string worker_token;
+  if (!f.worker_token_file.empty()) {
+    SF_ASSIGN_OR_RETURN(worker_token, ReadSecret(f.worker_token_file));
+  }
+  std::vector<std::unique_ptr<sc::WorkerApi>> workers;
+  for (const std::string& address : f.workers) {
+    sparsefill::client::WorkerClient::Options wo;
+    wo.address = address;
+    wo.token = worker_token;
+    wo.default_timeout = options.default_deadline;
+    if (f.worker_tls) {
+      wo.security.mode = auth::TransportSecurity::kTls;
+      wo.security.ca_file = f.worker_ca;
+      wo.security.cert_file = f.worker_cert;
+      wo.security.key_file = f.worker_key;
+      wo.security.target_name_override = f.worker_name_override;
+    }
+    absl::StatusOr<std::unique_ptr<sc::GrpcWorker>> w = sc::GrpcWorker::Connect(wo);
+    if (!w.ok()) {
+      return absl::Status(w.status().code(),
+                          absl::StrCat("--worker ", address, ": ", w.status().message()));
+    }
+    workers.push_back(std::move(*w));
+  }
+  auto pool = std::make_unique<sc::WorkerPool>(std::move(workers), options.health_timeout);
+
+  SF_ASSIGN_OR_RETURN(std::unique_ptr<sparsefill::kvstore::RecordStore> store,
+                      sparsefill::kvstore::RecordStore::Open(f.registry));
+  SF_ASSIGN_OR_RETURN(std::unique_ptr<sc::Coordinator> coordinator,
+                      sc::Coordinator::Create(options, std::move(pool), store.get()));
+
+  std::optional<auth::TokenTable> tokens;
+  if (!f.tokens_file.empty()) {
+    SF_ASSIGN_OR_RETURN(tokens, auth::TokenTable::LoadFile(f.tokens_file));
+  }
+  sparsefill::rpc::OstreamCallLogger logger(&std::cerr);
+  sparsefill::rpc::CallHandler::Options ho;
+  ho.tokens = tokens ? &*tokens : nullptr;
+  ho.logger = &logger;
+  sc::CoordinatorService service(coordinator.get(), ho);
+
+  sparsefill::rpc::ServerOptions so;
+  so.address = f.listen;
+  if (!f.tls_cert.empty() || !f.tls_key.empty() || !f.tls_client_ca.empty()) {
+    so.security.mode = auth::TransportSecurity::kTls;
+    so.security.cert_file = f.tls_cert;
+    so.security.key_file = f.tls_key;
+    so.security.client_ca_file = f.tls_client_ca;
+  }
+  // Refuse to hand bearer tokens around in plaintext off loopback: a deployment error.
+  if (tokens && so.security.mode == auth::TransportSecurity::kInsecure) {
+    std::cerr << "sparsefill-coordinator: warning: --tokens without TLS; bearer tokens travel in "
+                 "plaintext\n";
+  }
+
+  // Signals are blocked before any thread starts so that only sigwait below receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  SF_ASSIGN_OR_RETURN(std::unique_ptr<sparsefill::rpc::RunningServer> server,
+                      sparsefill::rpc::StartServer(so, {&service}));
+  coordinator->Start();
+  server->SetServing(true);
+  const std::string host = f.listen.substr(0, f.listen.rfind(':'));
+  std::cout << "listening on " << host << ":" << server->port() << std::endl;
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::cerr << "sparsefill-coordinator: signal " << sig << ", shutting down\n";
+  server->SetServing(false);
+  server->Shutdown(std::chrono::seconds(5));
+  coordinator->Stop();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags f;
+  CLI::App app{"sparsefill-coordinator: admission, shard plans, cache registry, KV streaming"};
+  app.add_option("--listen", f.listen, "host:port to serve on (port 0: any free port)")
+      ->capture_default_str();
+  app.add_option("--worker", f.workers, "worker host:port (repeat for each worker)")->required();
+  app.add_option("--registry", f.registry, "directory of the cache registry (RocksDB)")->required();
+  app.add_option("--max-queue", f.max_queue, "requests that may wait for admission")
+      ->capture_default_str();
+  app.add_option("--max-inflight-tokens", f.max_inflight_tokens,
+                 "prompt tokens of all running prefills together")
+      ->capture_default_str();
+  app.add_option("--max-tokens", f.max_tokens, "longest prompt in tokens")->capture_default_str();
+  app.add_option("--default-ttl-s", f.default_ttl_s, "TTL of caches whose request says 0")
+      ->capture_default_str();
+  app.add_option("--max-ttl-s", f.max_ttl_s, "longest TTL a request may ask for")
+      ->capture_default_str();
+  app.add_option("--deadline-ms", f.deadline_ms, "deadline of requests that carry none")
+      ->capture_default_str();
+  app.add_option("--health-timeout-ms", f.health_timeout_ms, "worker health probe timeout")
+      ->capture_default_str();
+  app.add_option("--health-interval-ms", f.health_interval_ms, "worker health probe period")
+      ->capture_default_str();
+  app.add_option("--tls-cert", f.tls_cert, "PEM server certificate chain (enables TLS)");
+  app.add_option("--tls-key", f.tls_key, "PEM server private key");
+  app.add_option("--tls-client-ca", f.tls_client_ca, "PEM CA of client certificates (mTLS)");
+  app.add_option("--tokens", f.tokens_file, "bearer tokens file: 'token tenant' per line");
+  app.add_option("--worker-token-file", f.worker_token_file,
+                 "file holding the bearer token sent to workers");
+  app.add_flag("--worker-tls", f.worker_tls, "TLS to the workers");
+  app.add_option("--worker-ca", f.worker_ca, "PEM roots verifying the workers");
+  app.add_option("--worker-cert", f.worker_cert, "PEM client certificate for workers (mTLS)");
+  app.add_option("--worker-key", f.worker_key, "PEM client key for workers (mTLS)");
+  app.add_option("--worker-tls-name", f.worker_name_override,
+                 "name checked against the workers' certificates");
+  CLI11_PARSE(app, argc, argv);
+  const absl::Status s = Run(f);
+  if (!s.ok()) {
+    std::cerr << "sparsefill-coordinator: " << s << "\n";
+    return 1;
+  }
+  return 0;
+}
