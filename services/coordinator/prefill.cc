@@ -159,6 +159,11 @@ absl::Status Coordinator::Prefill(const RequestContext& rc, const v1::PrefillReq
   entry.tenant = rc.tenant;
   entry.model = request.model();
   entry.state = CacheState::kPending;
+  if (p.model.kv_dtype() != v1::DTYPE_UNSPECIFIED) {
+    SF_ASSIGN_OR_RETURN(entry.layout.dtype,
+                        rpc::DTypeFromProto(p.model.kv_dtype(), "model.kv_dtype"));
+    entry.dtype_known = true;  // rank 0's manifest still confirms it after layer 0
+  }
   entry.layout.num_layers = p.model.num_layers();
   entry.layout.kv_heads = p.model.kv_heads();
   entry.layout.head_dim = p.model.head_dim();

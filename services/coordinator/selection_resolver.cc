@@ -13,10 +13,20 @@ absl::StatusOr<ResolvedSelection> ResolveSelection(const v1::SelectionOverrides&
                                ? v1::POLICY_PHSA
                                : model.default_policy());
   }
-  // ModelInfo does not carry a checkpoint's sparse_config, so per-policy defaults are the
-  // presets; a MiniCPM4-style model whose sparse_config differs from them needs ModelInfo to
-  // carry it (reported to the rpc owner).
+  // The facts the policy defaults depend on, as the worker described the model (the
+  // coordinator never loads a checkpoint): shape, and a MiniCPM4-style sparse_config.
   engine::ModelConfig facts;
+  if (model.has_sparse_config()) {
+    const v1::SparseConfigInfo& sc = model.sparse_config();
+    facts.sparse.present = true;
+    facts.sparse.kernel_size = sc.kernel_size();
+    facts.sparse.kernel_stride = sc.kernel_stride();
+    facts.sparse.init_blocks = sc.init_blocks();
+    facts.sparse.block_size = sc.block_size();
+    facts.sparse.window_size = sc.window_size();
+    facts.sparse.topk = sc.topk();
+    facts.sparse.dense_len = sc.dense_len();
+  }
   facts.num_layers = model.num_layers();
   facts.num_heads = model.q_heads();
   facts.num_kv_heads = model.kv_heads();

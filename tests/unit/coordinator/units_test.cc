@@ -8,6 +8,7 @@
 
 #include "services/coordinator/admission.h"
 #include "services/coordinator/registry.h"
+#include "services/coordinator/selection_resolver.h"
 #include "services/coordinator/shard_plan.h"
 #include "sparsefill/common/rng.h"
 #include "sparsefill/kvstore/record_store.h"
@@ -217,6 +218,46 @@ TEST(Registry, PendingBecomesFailedOnReopenAndTenantsAreIsolated) {
   clock.Advance(1000);
   EXPECT_EQ((*reg)->Get(e.id, "acme").status().code(), absl::StatusCode::kNotFound);  // expired
   std::filesystem::remove_all(dir);
+}
+
+// A MiniCPM4-style checkpoint's sparse_config (as the worker describes it) sets the defaults of
+// infllmv2 and nosa; PHSA keeps its own preset; a bad override names its field.
+TEST(SelectionResolverTest, SparseConfigFromTheWorkerSetsThePolicyDefaults) {
+  v1::ModelInfo m;
+  m.set_num_layers(2);
+  m.set_q_heads(4);
+  m.set_kv_heads(2);
+  m.set_head_dim(64);
+  m.set_vocab_size(1000);
+  m.set_default_policy(v1::POLICY_INFLLMV2);
+  v1::SparseConfigInfo* sc = m.mutable_sparse_config();
+  sc->set_kernel_size(64);
+  sc->set_kernel_stride(32);
+  sc->set_init_blocks(2);
+  sc->set_block_size(128);
+  sc->set_window_size(1024);
+  sc->set_topk(24);
+  sc->set_dense_len(4096);
+  auto r = ResolveSelection(v1::SelectionOverrides(), m);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->block_size, 128);
+  EXPECT_EQ(r->config.kernel_size(), 64);
+  EXPECT_EQ(r->config.topk(), 24);
+  EXPECT_EQ(r->config.dense_below(), 4096);
+  EXPECT_EQ(r->policy, "infllmv2");
+
+  v1::SelectionOverrides phsa;
+  phsa.set_policy(v1::POLICY_PHSA);
+  auto p = ResolveSelection(phsa, m);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->block_size, 16);
+
+  v1::SelectionOverrides bad;
+  bad.set_topk(1);  // fewer than the forced blocks
+  auto b = ResolveSelection(bad, m);
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(b.status().message().find("topk"), std::string::npos) << b.status();
 }
 
 }  // namespace
