@@ -55,6 +55,8 @@ class KvStoreImpl final : public KvStore {
   absl::StatusOr<Manifest> GetManifest(const CacheId& id) const override;
   std::vector<Manifest> ListCaches(bool include_pending) const override;
   absl::Status ReadBlock(const BlockKey& key, std::span<uint8_t> out) override;
+  absl::Status ReadBlocks(std::span<const BlockKey> keys, std::span<const std::span<uint8_t>> outs,
+                          std::span<absl::Status> statuses) override;
   absl::Status DeleteCache(const CacheId& id) override;
   absl::StatusOr<int64_t> ExpireCaches() override;
   KvStoreStats Stats() const override;
@@ -71,6 +73,18 @@ class KvStoreImpl final : public KvStore {
     return t == Tier::kDevice ? device_.get() : t == Tier::kHost ? host_.get() : disk_.get();
   }
   BlockKey KeyOf(const CacheEntry& e, int64_t index) const;
+  // Where a block to read lives, checked against the cache's layout and `out_bytes`.
+  struct Located {
+    EntryPtr e;  // null: not located
+    Tier tier = Tier::kDisk;
+    uint64_t checksum = 0;
+    int64_t x = 0;  // manifest index
+  };
+  absl::StatusOr<Located> LocateLocked(const BlockKey& key, size_t out_bytes) const;
+  // Serves the block from its hottest intact copy (ReadBlock's contract). `disk_result`, when
+  // given, is the outcome of a disk fetch already made into `out`.
+  absl::Status ReadLocated(const Located& r, const BlockKey& key, std::span<uint8_t> out,
+                           const absl::Status* disk_result);
   // Removes the in-memory copy of block `index` (tier `t`) and accounts for it.
   void DropCopyLocked(CacheEntry& e, int64_t index, bool eviction);
   // Frees at least `bytes` in tier `t` by dropping hot copies, oldest cache and lowest priority
@@ -586,32 +600,96 @@ std::vector<Manifest> KvStoreImpl::ListCaches(bool include_pending) const {
   return out;
 }
 
+absl::StatusOr<KvStoreImpl::Located> KvStoreImpl::LocateLocked(const BlockKey& key,
+                                                               size_t out_bytes) const {
+  Located r;
+  SF_ASSIGN_OR_RETURN(r.e, FindLocked(key.cache));
+  const CacheLayout& l = r.e->manifest.layout;
+  if (key.layer < 0 || key.layer >= l.num_layers || key.head < 0 || key.head >= l.kv_heads ||
+      key.block < 0 || key.block >= l.num_blocks()) {
+    return absl::NotFoundError(absl::StrCat(key.ToString(), " is outside the cache's layout (",
+                                            l.num_layers, " layers, ", l.kv_heads, " heads, ",
+                                            l.num_blocks(), " blocks)"));
+  }
+  r.x = l.Index(key.layer, key.head, key.block);
+  if (r.e->manifest.state == CacheState::kPending && !r.e->written[r.x]) {
+    return absl::NotFoundError(absl::StrCat(key.ToString(), " has not been written yet"));
+  }
+  if (out_bytes != l.BlockBytes(key.block)) {
+    return absl::InvalidArgumentError(absl::StrCat(key.ToString(), " has ", l.BlockBytes(key.block),
+                                                   " bytes; the buffer has ", out_bytes));
+  }
+  r.tier = r.e->manifest.blocks[r.x].tier;
+  r.checksum = r.e->manifest.blocks[r.x].checksum;
+  return r;
+}
+
 absl::Status KvStoreImpl::ReadBlock(const BlockKey& key, std::span<uint8_t> out) {
-  EntryPtr e;
-  Tier tier;
-  uint64_t checksum;
-  int64_t x;
+  Located r;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    SF_ASSIGN_OR_RETURN(e, FindLocked(key.cache));
-    const CacheLayout& l = e->manifest.layout;
-    if (key.layer < 0 || key.layer >= l.num_layers || key.head < 0 || key.head >= l.kv_heads ||
-        key.block < 0 || key.block >= l.num_blocks()) {
-      return absl::NotFoundError(absl::StrCat(key.ToString(), " is outside the cache's layout (",
-                                              l.num_layers, " layers, ", l.kv_heads, " heads, ",
-                                              l.num_blocks(), " blocks)"));
-    }
-    x = l.Index(key.layer, key.head, key.block);
-    if (e->manifest.state == CacheState::kPending && !e->written[x]) {
-      return absl::NotFoundError(absl::StrCat(key.ToString(), " has not been written yet"));
-    }
-    if (out.size() != l.BlockBytes(key.block)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          key.ToString(), " has ", l.BlockBytes(key.block), " bytes; the buffer has ", out.size()));
-    }
-    tier = e->manifest.blocks[x].tier;
-    checksum = e->manifest.blocks[x].checksum;
+    SF_ASSIGN_OR_RETURN(r, LocateLocked(key, out.size()));
   }
+  return ReadLocated(r, key, out, nullptr);
+}
+
+absl::Status KvStoreImpl::ReadBlocks(std::span<const BlockKey> keys,
+                                     std::span<const std::span<uint8_t>> outs,
+                                     std::span<absl::Status> statuses) {
+  if (outs.size() != keys.size() || (!statuses.empty() && statuses.size() != keys.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("ReadBlocks: ", keys.size(), " keys, ",
+                                                   outs.size(), " buffers and ", statuses.size(),
+                                                   " statuses (must be equal, or no statuses)"));
+  }
+  std::vector<absl::Status> own;
+  if (statuses.empty()) {
+    own.resize(keys.size());
+    statuses = own;
+  }
+  std::vector<Located> located(keys.size());
+  std::vector<size_t> on_disk;  // blocks whose hottest copy is the durable one: fetched together
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      absl::StatusOr<Located> r = LocateLocked(keys[i], outs[i].size());
+      if (!r.ok()) {
+        statuses[i] = r.status();
+        continue;
+      }
+      located[i] = *std::move(r);
+      if (located[i].tier == Tier::kDisk) on_disk.push_back(i);
+    }
+  }
+  std::vector<BlockKey> disk_keys;
+  std::vector<std::span<uint8_t>> disk_outs;
+  disk_keys.reserve(on_disk.size());
+  disk_outs.reserve(on_disk.size());
+  for (size_t i : on_disk) {
+    disk_keys.push_back(keys[i]);
+    disk_outs.push_back(outs[i]);
+  }
+  std::vector<absl::Status> fetched(on_disk.size());
+  disk_->GetBatch(disk_keys, disk_outs, std::span<absl::Status>(fetched));
+  size_t next_disk = 0;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (located[i].e == nullptr) continue;  // failed to locate; status already set
+    const bool prefetched = next_disk < on_disk.size() && on_disk[next_disk] == i;
+    statuses[i] =
+        ReadLocated(located[i], keys[i], outs[i], prefetched ? &fetched[next_disk] : nullptr);
+    if (prefetched) ++next_disk;
+  }
+  for (const absl::Status& s : statuses) {
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreImpl::ReadLocated(const Located& r, const BlockKey& key, std::span<uint8_t> out,
+                                      const absl::Status* disk_result) {
+  const EntryPtr& e = r.e;
+  const Tier tier = r.tier;
+  const uint64_t checksum = r.checksum;
+  const int64_t x = r.x;
   std::string failures;
   auto note = [&](Tier at, std::string_view what) {
     absl::StrAppend(&failures, failures.empty() ? "" : "; ", AsAbsl(TierName(at)), ": ",
@@ -621,7 +699,9 @@ absl::Status KvStoreImpl::ReadBlock(const BlockKey& key, std::span<uint8_t> out)
     const Tier at = static_cast<Tier>(t);
     BlockTier* source = TierPtr(at);
     if (source == nullptr) continue;
-    const absl::Status s = source->Get(key, out);
+    // The disk copy may already be in `out`, fetched with a batch (ReadBlocks).
+    const absl::Status s =
+        at == Tier::kDisk && disk_result != nullptr ? *disk_result : source->Get(key, out);
     const bool hot_tier = at != Tier::kDisk;
     if (s.ok() && BlockChecksum(out.data(), out.size()) == checksum) {
       std::lock_guard<std::mutex> lock(mu_);

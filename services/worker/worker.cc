@@ -336,12 +336,28 @@ absl::Status Worker::ReadBlocks(const kvstore::CacheId& id, std::span<const Bloc
   }
   for (const BlockRun& x : ranges) {
     BlockChunk chunk;
+    std::vector<kvstore::BlockKey> keys;
+    std::vector<size_t> sizes;
+    size_t chunk_size = 0;
     auto flush = [&]() -> absl::Status {
       if (chunk.run.num_blocks == 0) return absl::OkStatus();
+      // One batched read per chunk: the disk tier fetches its blocks together.
+      chunk.data.resize(chunk_size);
+      std::vector<std::span<uint8_t>> outs;
+      outs.reserve(sizes.size());
+      size_t at = 0;
+      for (size_t n : sizes) {
+        outs.emplace_back(reinterpret_cast<uint8_t*>(chunk.data.data()) + at, n);
+        at += n;
+      }
+      SF_RETURN_IF_ERROR(store_->ReadBlocks(keys, outs));
       SF_RETURN_IF_ERROR(emit(chunk));
       chunk.run.num_blocks = 0;
       chunk.checksums.clear();
       chunk.data.clear();
+      keys.clear();
+      sizes.clear();
+      chunk_size = 0;
       return absl::OkStatus();
     };
     for (int64_t g = x.first_block; g < x.first_block + x.num_blocks; ++g) {
@@ -349,7 +365,7 @@ absl::Status Worker::ReadBlocks(const kvstore::CacheId& id, std::span<const Bloc
       const kvstore::BlockMeta& meta =
           m.blocks[static_cast<size_t>(l.Index(x.layer, x.kv_head, local))];
       if (chunk.run.num_blocks > 0 &&
-          (meta.tier != chunk.tier || meta.hot != chunk.hot || chunk.data.size() >= chunk_bytes)) {
+          (meta.tier != chunk.tier || meta.hot != chunk.hot || chunk_size >= chunk_bytes)) {
         SF_RETURN_IF_ERROR(flush());
       }
       if (chunk.run.num_blocks == 0) {
@@ -357,12 +373,9 @@ absl::Status Worker::ReadBlocks(const kvstore::CacheId& id, std::span<const Bloc
         chunk.tier = meta.tier;
         chunk.hot = meta.hot;
       }
-      const size_t at = chunk.data.size();
-      const size_t bytes = l.BlockBytes(local);
-      chunk.data.resize(at + bytes);
-      SF_RETURN_IF_ERROR(store_->ReadBlock(
-          {.cache = id, .layer = x.layer, .head = x.kv_head, .block = local},
-          std::span<uint8_t>(reinterpret_cast<uint8_t*>(chunk.data.data()) + at, bytes)));
+      keys.push_back({.cache = id, .layer = x.layer, .head = x.kv_head, .block = local});
+      sizes.push_back(l.BlockBytes(local));
+      chunk_size += sizes.back();
       chunk.checksums.push_back(meta.checksum);
       ++chunk.run.num_blocks;
     }

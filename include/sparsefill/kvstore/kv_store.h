@@ -39,8 +39,8 @@ struct Manifest {
   CacheLayout layout;
   CacheState state = CacheState::kPending;
   int64_t created_unix_ms = 0;
-  int64_t expires_unix_ms = 0;  // 0: never
-  std::vector<BlockMeta> blocks;  // [num_layers, kv_heads, num_blocks] (CacheLayout::Index)
+  int64_t expires_unix_ms = 0;          // 0: never
+  std::vector<BlockMeta> blocks;        // [num_layers, kv_heads, num_blocks] (CacheLayout::Index)
   std::vector<uint8_t> layers_written;  // [num_layers]: 1 once the layer is stored
 
   std::string Serialize() const;
@@ -62,11 +62,11 @@ struct PlacementOptions {
 struct RocksDbOptions {
   // Integrated BlobDB: values >= min_blob_size bytes go to blob files (default 4096).
   uint64_t min_blob_size = 4096;
-  uint64_t blob_file_size = 256ull << 20;      // default 256 MiB
+  uint64_t blob_file_size = 256ull << 20;  // default 256 MiB
   // Default 256 MiB: one layer of a 64K-token qwen3-8b cache fits one memtable, so a layer's
   // WriteBatch does not stall on the previous flush.
   uint64_t write_buffer_size = 256ull << 20;
-  int32_t max_write_buffer_number = 3;         // default 3: the next layer overlaps a flush
+  int32_t max_write_buffer_number = 3;  // default 3: the next layer overlaps a flush
   // Default true: block batches skip the WAL (each value would otherwise be written twice);
   // Commit flushes the blocks' memtable (SST + blob files, synced) before the synced READY
   // manifest, so a READY cache is as durable as with the WAL, and a crash before Commit leaves a
@@ -78,10 +78,10 @@ struct RocksDbOptions {
   // Default false: every block already carries an xxh64 that the store verifies on each read;
   // Debian's RocksDB computes its own CRC32C in software, at 20-40% of read CPU.
   bool verify_rocksdb_checksums = false;
-  int32_t max_background_jobs = 2;             // default 2 (the CI machine has 2 cores)
-  bool blob_garbage_collection = true;         // default on: deleted caches' blob space returns
-  uint64_t block_cache_bytes = 64ull << 20;    // default 64 MiB (manifests, index blocks)
-  bool use_direct_reads = false;               // default off
+  int32_t max_background_jobs = 2;           // default 2 (the CI machine has 2 cores)
+  bool blob_garbage_collection = true;       // default on: deleted caches' blob space returns
+  uint64_t block_cache_bytes = 64ull << 20;  // default 64 MiB (manifests, index blocks)
+  bool use_direct_reads = false;             // default off
   absl::Status Validate() const;
 };
 
@@ -113,13 +113,13 @@ struct KvStoreStats {
 };
 
 struct KvStoreOptions {
-  std::string path;                    // RocksDB directory; required
+  std::string path;                         // RocksDB directory; required
   uint64_t host_budget_bytes = 1ull << 30;  // default 1 GiB of hot blocks in host memory
   PlacementOptions placement;
   int64_t default_ttl_ms = 24 * 3600 * 1000;  // default 24 h; 0 never expires
   RocksDbOptions rocksdb;
-  Clock* clock = nullptr;                // default Clock::Real()
-  KvStoreMetrics* metrics = nullptr;     // default none
+  Clock* clock = nullptr;             // default Clock::Real()
+  KvStoreMetrics* metrics = nullptr;  // default none
   // Optional injected tiers (tests pass fault-injecting wrappers; the CUDA engine a device
   // pool). When host_tier is null a NewHostTier(host_budget_bytes) is made.
   std::shared_ptr<BlockTier> device_tier;
