@@ -176,6 +176,9 @@ class Worker {
 
   PeerMailbox& mailbox() { return mailbox_; }
   kvstore::KvStore& store() { return *store_; }
+  // The shard records next to the store: tools that install a cache without a prefill (bench
+  // stream) put its record here before BeginCache, as ExecuteShard does.
+  ShardRecords& records() { return *records_; }
 
  private:
   explicit Worker(const PeerMailbox::Options& mailbox) : mailbox_(mailbox) {}

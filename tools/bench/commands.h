@@ -52,10 +52,36 @@ struct KvStoreArgs {
   int repeats = 1;          // --repeats
   int chunk_mib = 16;       // --chunk-mib (plain file write()/read() size)
   bool skip_host = false;   // --skip-host
+  int read_threads = 4;     // --read-threads (disk tier: also read with this many readers)
+  int blob_file_mib = 0;    // --blob-file-mib (0: the store's default)
   uint64_t seed = 1;        // --seed
 };
 CLI::App* AddKvStoreCommand(CLI::App& app, KvStoreArgs& args);
 int RunKvStore(const KvStoreArgs& args);
+#endif
+
+#if SPARSEFILL_BENCH_STREAM
+// `bench stream`: StreamCache throughput over loopback (1 and N streams) against a raw TCP copy
+// of the same bytes, on a synthetic cache installed into in-process Worker/Coordinator services.
+struct StreamArgs {
+  CommonArgs common;
+  std::string dir;            // --dir (default <build>/bench-data)
+  int64_t tokens = 131072;    // --tokens
+  int32_t layers = 36;        // --layers (qwen3-8b)
+  int32_t kv_heads = 8;       // --kv-heads
+  int32_t head_dim = 128;     // --head-dim
+  int32_t block_size = 64;    // --block-size (tokens per block)
+  int streams = 4;            // --streams (the second measurement; the first is 1)
+  int workers = 1;            // --workers
+  std::string tier = "host";  // --tier: host (every block hot) or disk
+  int chunk_kib = 1024;       // --chunk-kib (the workers' ReadBlocks chunk size)
+  int raw_buffer_kib = 1024;  // --raw-buffer-kib
+  int warmup = 1;             // --warmup
+  int repeats = 3;            // --repeats
+  uint64_t seed = 1;          // --seed
+};
+CLI::App* AddStreamCommand(CLI::App& app, StreamArgs& args);
+int RunStream(const StreamArgs& args);
 #endif
 
 }  // namespace sparsefill::bench

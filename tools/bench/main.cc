@@ -20,11 +20,19 @@ int main(int argc, char** argv) {
   kv_args.common.argv = args;
   CLI::App* kvstore = sb::AddKvStoreCommand(app, kv_args);
 #endif
+#if SPARSEFILL_BENCH_STREAM
+  sb::StreamArgs stream_args;
+  stream_args.common.argv = args;
+  CLI::App* stream = sb::AddStreamCommand(app, stream_args);
+#endif
 
   CLI11_PARSE(app, argc, argv);
   if (disk->parsed()) return sb::RunDisk(disk_args);
 #if SPARSEFILL_BENCH_KVSTORE
   if (kvstore->parsed()) return sb::RunKvStore(kv_args);
+#endif
+#if SPARSEFILL_BENCH_STREAM
+  if (stream->parsed()) return sb::RunStream(stream_args);
 #endif
   return 2;
 }

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "sparsefill/kvstore/kv_store.h"
 #include "tools/bench/harness/page_cache.h"
 #include "tools/bench/harness/plain_file.h"
 #include "tools/bench/harness/timing.h"
@@ -17,7 +18,22 @@
 
 namespace sparsefill::bench {
 
-// A cache written through KvStore and read back block by block.
+enum class ReadMode { kBlockByBlock, kBatched };  // ReadBlock per block / ReadBlocks per run
+
+// One cold read of the whole cache: the store reopened, its files evicted from the page cache.
+struct ColdRead {
+  ReadMode mode = ReadMode::kBatched;
+  int threads = 1;              // readers, each taking whole (layer, head) runs
+  Residency before_read;        // of the DB directory, right before the read
+  bool read_from_disk = false;  // < 1% of the DB files cached when the read began
+  double seconds = 0;           // one reader: its store calls; several: wall clock of all
+  int64_t reads_from_tier = 0;  // the store's own count for the tier under test
+  uint64_t bytes = 0;
+  double gbps() const { return GBps(bytes, seconds); }
+  nlohmann::json ToJson() const;
+};
+
+// A cache written through KvStore and read back.
 struct StoreRunResult {
   uint64_t bytes = 0;
   int64_t blocks = 0;
@@ -29,7 +45,8 @@ struct StoreRunResult {
   double reopen_seconds = 0;          // KvStore::Open before the cold read (disk tier)
   Residency before_read;              // of the DB directory, right before the read
   bool read_from_disk = false;        // < 1% of the DB files cached when the read began
-  double read_seconds = 0;            // ReadBlock calls only
+  double read_seconds = 0;            // the main read: ReadBlocks per (layer, head), 1 thread
+  std::vector<ColdRead> reads;        // every cold read made (disk tier), the main one included
   int64_t reads_from_tier = 0;        // the store's own count for the tier under test
   uint64_t db_bytes_on_disk = 0;      // size of the DB directory after the write
   double write_gbps() const { return GBps(bytes, write_seconds); }
@@ -44,7 +61,14 @@ absl::StatusOr<PlainFileResult> RunPlainPhase(SyntheticKv& kv, const std::string
 
 // (b) RocksDB tier: hot_blocks = 0; write, close, evict the DB files, reopen, read every block.
 // `db_dir` is created fresh and removed afterwards.
-absl::StatusOr<StoreRunResult> RunDiskTierPhase(SyntheticKv& kv, const std::string& db_dir);
+// Cold reads made: ReadBlock per block, ReadBlocks per (layer, head) run (the main figure),
+// and ReadBlocks with `read_threads` readers when > 1; each after a reopen and an eviction.
+struct DiskTierOptions {
+  int read_threads = 1;
+  kvstore::RocksDbOptions rocksdb;
+};
+absl::StatusOr<StoreRunResult> RunDiskTierPhase(SyntheticKv& kv, const std::string& db_dir,
+                                                const DiskTierOptions& options);
 
 // (c) Host tier: every block hot, a host budget for the whole cache; writes are write-through
 // (they include the RocksDB write); reads come from host memory.
