@@ -11,12 +11,12 @@ class App;
 namespace sparsefill::tools {
 
 struct PrefillArgs {
-  std::string model;        // checkpoint directory
-  std::string text;         // text file (tokenised with the checkpoint's tokenizer.json)
-  std::string tokens;       // token-id file
+  std::string model;   // checkpoint directory
+  std::string text;    // text file (tokenised with the checkpoint's tokenizer.json)
+  std::string tokens;  // token-id file
   std::string policy = "phsa";
   std::string backend = "cpu";
-  int64_t max_tokens = 0;   // 0: the whole input
+  int64_t max_tokens = 0;  // 0: the whole input
   bool measure = false;
   bool json = false;
   // Selection overrides (-1: the policy's default).
@@ -29,5 +29,23 @@ struct PrefillArgs {
 CLI::App* AddPrefillCommand(CLI::App& app, PrefillArgs& args);
 // Returns the process exit code: 0 on success, 1 on a runtime error, 2 on bad input.
 int RunPrefill(const PrefillArgs& args);
+
+struct DemoArgs {
+  std::string model;  // "": <build>/models/tiny (written by make-model when missing)
+  std::string text;   // "": the shared novel, else its token ids from tests/fixtures
+  std::string tokens;
+  int64_t max_tokens = 32768;
+  int32_t workers = 2;
+  std::string policy = "phsa";
+  bool measure = true;
+  int32_t next_token = -1;  // -1: the token that follows the prompt in the text
+  bool json = false;
+  double timeout_s = 600;
+};
+
+CLI::App* AddDemoCommand(CLI::App& app, DemoArgs& args);
+// Returns the process exit code: 0 on success, 1 on a runtime error, 2 on bad input, 128 + the
+// signal when interrupted.
+int RunDemo(const DemoArgs& args);
 
 }  // namespace sparsefill::tools

@@ -9,7 +9,14 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   sparsefill::tools::PrefillArgs prefill_args;
   CLI::App* prefill = sparsefill::tools::AddPrefillCommand(app, prefill_args);
+#ifdef SPARSEFILL_HAVE_DEMO
+  sparsefill::tools::DemoArgs demo_args;
+  CLI::App* demo = sparsefill::tools::AddDemoCommand(app, demo_args);
+#endif
   CLI11_PARSE(app, argc, argv);
   if (prefill->parsed()) return sparsefill::tools::RunPrefill(prefill_args);
+#ifdef SPARSEFILL_HAVE_DEMO
+  if (demo->parsed()) return sparsefill::tools::RunDemo(demo_args);
+#endif
   return 2;
 }
