@@ -34,7 +34,7 @@ absl::Status ErrnoStatus(int err, std::string_view what, std::string_view path) 
   }
 }
 
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path, uint64_t max_bytes) {
+absl::StatusOr<OpenedFile> OpenRegularFile(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, "open", path);
   struct stat st;
@@ -47,13 +47,19 @@ absl::StatusOr<std::string> ReadSmallFile(const std::string& path, uint64_t max_
     ::close(fd);
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
   }
-  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+  return OpenedFile{fd, static_cast<uint64_t>(st.st_size)};
+}
+
+absl::StatusOr<std::string> ReadSmallFile(const std::string& path, uint64_t max_bytes) {
+  SF_ASSIGN_OR_RETURN(const OpenedFile file, OpenRegularFile(path));
+  const int fd = file.fd;
+  if (file.size > max_bytes) {
     ::close(fd);
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.st_size,
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", file.size,
                                                    " bytes is more than the ", max_bytes,
                                                    " bytes such a file may have"));
   }
-  std::string out(static_cast<size_t>(st.st_size), '\0');
+  std::string out(static_cast<size_t>(file.size), '\0');
   size_t done = 0;
   while (done < out.size()) {
     const ssize_t r = ::read(fd, out.data() + done, out.size() - done);

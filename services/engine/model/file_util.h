@@ -13,6 +13,14 @@ namespace sparsefill::engine::model_internal {
 // Maps errno of a failed file operation on `path` to a Status with a fitting code.
 absl::Status ErrnoStatus(int err, std::string_view what, std::string_view path);
 
+// A regular file opened read-only (the caller closes fd): NotFound/PermissionDenied/... from
+// errno, InvalidArgument naming the path when it is not a regular file.
+struct OpenedFile {
+  int fd = -1;
+  uint64_t size = 0;
+};
+absl::StatusOr<OpenedFile> OpenRegularFile(const std::string& path);
+
 // Whole file as a string; InvalidArgument when larger than `max_bytes`.
 absl::StatusOr<std::string> ReadSmallFile(const std::string& path, uint64_t max_bytes);
 

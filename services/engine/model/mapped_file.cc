@@ -9,23 +9,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "services/engine/model/file_util.h"
+#include "sparsefill/common/status.h"
 
 namespace sparsefill::engine::model_internal {
 
 absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, "open", path);
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return ErrnoStatus(err, "stat", path);
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
-  }
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  SF_ASSIGN_OR_RETURN(const OpenedFile file, OpenRegularFile(path));
+  const int fd = file.fd;
+  const uint64_t size = file.size;
   const uint8_t* data = nullptr;
   if (size > 0) {
     void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
