@@ -38,6 +38,7 @@ void AdmissionController::Return(int64_t tokens) {
     std::lock_guard<std::mutex> lock(mu_);
     inflight_tokens_ -= tokens;
     --running_;
+    Publish();
   }
   cv_.notify_all();
 }
@@ -50,6 +51,7 @@ absl::StatusOr<AdmissionController::Slot> AdmissionController::Admit(int64_t tok
   }
   std::unique_lock<std::mutex> lock(mu_);
   if (tokens > options_.max_inflight_tokens) {
+    Reject("over_budget");
     return absl::ResourceExhaustedError(absl::StrCat(
         "admission: a prompt of ", tokens, " tokens exceeds the in-flight token budget of ",
         options_.max_inflight_tokens));
@@ -58,9 +60,11 @@ absl::StatusOr<AdmissionController::Slot> AdmissionController::Admit(int64_t tok
   if (queue_.empty() && fits()) {
     inflight_tokens_ += tokens;
     ++running_;
+    Publish();
     return Slot(this, tokens);
   }
   if (static_cast<int64_t>(queue_.size()) >= options_.max_queue) {
+    Reject("queue_full");
     return absl::ResourceExhaustedError(
         absl::StrCat("admission: queue full (", queue_.size(), " waiting, max_queue ",
                      options_.max_queue, "); in-flight tokens ", inflight_tokens_, " + ", tokens,
@@ -68,6 +72,7 @@ absl::StatusOr<AdmissionController::Slot> AdmissionController::Admit(int64_t tok
   }
   const uint64_t ticket = next_ticket_++;
   queue_.push_back(ticket);
+  Publish();
   absl::Status status;
   while (true) {
     if (queue_.front() == ticket && fits()) break;
@@ -89,15 +94,28 @@ absl::StatusOr<AdmissionController::Slot> AdmissionController::Admit(int64_t tok
   }
   queue_.erase(std::find(queue_.begin(), queue_.end(), ticket));
   if (!status.ok()) {
+    Reject(status.code() == absl::StatusCode::kCancelled ? "cancelled" : "deadline");
+    Publish();
     lock.unlock();
     cv_.notify_all();  // the next in line may be at the front now
     return status;
   }
   inflight_tokens_ += tokens;
   ++running_;
+  Publish();
   lock.unlock();
   cv_.notify_all();
   return Slot(this, tokens);
+}
+
+void AdmissionController::Publish() const {
+  if (options_.metrics != nullptr) {
+    options_.metrics->SetState(static_cast<int64_t>(queue_.size()), running_, inflight_tokens_);
+  }
+}
+
+void AdmissionController::Reject(std::string_view reason) const {
+  if (options_.metrics != nullptr) options_.metrics->RecordRejection(reason);
 }
 
 int64_t AdmissionController::inflight_tokens() const {

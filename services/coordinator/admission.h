@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "services/coordinator/cancellation.h"
+#include "services/metrics/server_metrics.h"
 
 namespace sparsefill::coordinator {
 
@@ -22,6 +23,8 @@ class AdmissionController {
     int32_t max_queue = 16;
     // Sum of the prompt tokens of running requests. Default 4M tokens.
     int64_t max_inflight_tokens = int64_t{4} << 20;
+    // Queue depth, in-flight tokens and rejections. Default null: none. Not owned.
+    metrics::AdmissionMetricSet* metrics = nullptr;
     absl::Status Validate() const;
   };
 
@@ -57,6 +60,9 @@ class AdmissionController {
 
  private:
   void Return(int64_t tokens);
+  // Copies the state into the metrics; called with mu_ held.
+  void Publish() const;
+  void Reject(std::string_view reason) const;
 
   const Options options_;
   mutable std::mutex mu_;

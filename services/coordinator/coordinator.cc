@@ -110,7 +110,14 @@ void Coordinator::Loop() {
   }
 }
 
-void Coordinator::RefreshWorkers() { workers_->Refresh(); }
+void Coordinator::RefreshWorkers() {
+  workers_->Refresh();
+  if (options_.worker_health != nullptr) {
+    for (const std::string& a : workers_->addresses()) {
+      options_.worker_health->Set(a, workers_->healthy(a));
+    }
+  }
+}
 
 void Coordinator::RequestRefresh() {
   {

@@ -78,6 +78,11 @@ class Coordinator {
 
  private:
   struct PreparedPrefill;
+  // `sink` counting the chunks' bytes into the stream metrics (`sink` itself when there are none).
+  ChunkSink CountedSink(const ChunkSink& sink) const;
+  // Prefill without the metrics (Prefill records what this returns and sends).
+  absl::Status RunPrefill(const RequestContext& rc, const v1::PrefillRequest& request,
+                          const ProgressSink& sink);
 
   Coordinator(const CoordinatorOptions& options, std::unique_ptr<WorkerPool> workers,
               std::unique_ptr<CacheRegistry> registry);

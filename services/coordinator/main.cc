@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include <prometheus/registry.h>
 #include <CLI/CLI.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -15,6 +16,10 @@
 #include "services/coordinator/coordinator.h"
 #include "services/coordinator/coordinator_service.h"
 #include "services/coordinator/grpc_worker.h"
+#include "services/metrics/exposer.h"
+#include "services/metrics/prefill_metrics.h"
+#include "services/metrics/rpc_metrics.h"
+#include "services/metrics/server_metrics.h"
 #include "services/rpc/server.h"
 #include "sparsefill/common/status.h"
 
@@ -25,6 +30,7 @@ namespace {
 
 struct Flags {
   std::string listen = "0.0.0.0:50051";
+  std::string metrics_listen;
   std::vector<std::string> workers;
   std::string registry;
   int32_t max_queue = 16;
@@ -59,7 +65,20 @@ absl::Status Run(const Flags& f) {
   if (f.workers.empty()) return absl::InvalidArgumentError("--worker: at least one is required");
   if (f.registry.empty()) return absl::InvalidArgumentError("--registry: required");
 
+  // This process's registry (no global one, STYLE §9), served on --metrics-listen.
+  auto registry = std::make_shared<prometheus::Registry>();
+  sparsefill::metrics::RegisterBuildInfo(*registry, "coordinator");
+  sparsefill::metrics::RpcMetricSet rpc_metrics(*registry);
+  sparsefill::metrics::PrefillMetricSet prefill_metrics(*registry);
+  sparsefill::metrics::AdmissionMetricSet admission_metrics(*registry);
+  sparsefill::metrics::WorkerHealthMetricSet worker_health(*registry);
+  sparsefill::metrics::StreamMetricSet stream_metrics(*registry);
+
   sc::CoordinatorOptions options;
+  options.prefill_metrics = &prefill_metrics;
+  options.admission.metrics = &admission_metrics;
+  options.worker_health = &worker_health;
+  options.stream_metrics = &stream_metrics;
   options.max_tokens = f.max_tokens;
   options.admission.max_queue = f.max_queue;
   options.admission.max_inflight_tokens = f.max_inflight_tokens;
@@ -109,6 +128,7 @@ absl::Status Run(const Flags& f) {
   sparsefill::rpc::CallHandler::Options ho;
   ho.tokens = tokens ? &*tokens : nullptr;
   ho.logger = &logger;
+  ho.metrics = &rpc_metrics;
   sc::CoordinatorService service(coordinator.get(), ho);
 
   sparsefill::rpc::ServerOptions so;
@@ -138,6 +158,18 @@ absl::Status Run(const Flags& f) {
   server->SetServing(true);
   const std::string host = f.listen.substr(0, f.listen.rfind(':'));
   std::cout << "listening on " << host << ":" << server->port() << std::endl;
+  std::unique_ptr<sparsefill::metrics::MetricsExposer> exposer;
+  if (!f.metrics_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<sparsefill::metrics::MetricsExposer>> e =
+        sparsefill::metrics::MetricsExposer::Start(f.metrics_listen, registry);
+    if (!e.ok()) {
+      server->Shutdown(std::chrono::seconds(1));
+      coordinator->Stop();
+      return e.status();
+    }
+    exposer = *std::move(e);
+    std::cout << "metrics on " << exposer->address() << std::endl;
+  }
 
   int sig = 0;
   sigwait(&signals, &sig);
@@ -155,6 +187,9 @@ int main(int argc, char** argv) {
   CLI::App app{"sparsefill-coordinator: admission, shard plans, cache registry, KV streaming"};
   app.add_option("--listen", f.listen, "host:port to serve on (port 0: any free port)")
       ->capture_default_str();
+  app.add_option("--metrics-listen", f.metrics_listen,
+                 "host:port of the Prometheus /metrics endpoint (port 0: any free port; default "
+                 "none)");
   app.add_option("--worker", f.workers, "worker host:port (repeat for each worker)")->required();
   app.add_option("--registry", f.registry, "directory of the cache registry (RocksDB)")->required();
   app.add_option("--max-queue", f.max_queue, "requests that may wait for admission")

@@ -6,6 +6,8 @@
 
 #include "absl/status/status.h"
 #include "services/coordinator/admission.h"
+#include "services/metrics/prefill_metrics.h"
+#include "services/metrics/server_metrics.h"
 #include "sparsefill/common/clock.h"
 
 namespace sparsefill::coordinator {
@@ -35,6 +37,11 @@ struct CoordinatorOptions {
   std::chrono::milliseconds cleanup_timeout{std::chrono::seconds(5)};
   // Expiry is judged on this clock (tests inject a FakeClock). Not owned. Default: real time.
   Clock* clock = Clock::Real();
+  // Metric sets (admission's are in `admission.metrics`). Default null: not recorded. Not owned;
+  // must outlive the coordinator.
+  metrics::PrefillMetricSet* prefill_metrics = nullptr;
+  metrics::WorkerHealthMetricSet* worker_health = nullptr;
+  metrics::StreamMetricSet* stream_metrics = nullptr;
 
   absl::Status Validate() const;  // InvalidArgument naming the field
 };

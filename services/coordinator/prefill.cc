@@ -138,6 +138,31 @@ absl::Status LearnLayout(WorkerApi* w, CacheEntry* e, const CallControl& call) {
 
 absl::Status Coordinator::Prefill(const RequestContext& rc, const v1::PrefillRequest& request,
                                   const ProgressSink& sink) {
+  metrics::PrefillMetricSet* m = options_.prefill_metrics;
+  if (m == nullptr) return RunPrefill(rc, request, sink);
+  const auto start = std::chrono::steady_clock::now();
+  int64_t tokens = 0;
+  // The final stats carry the merged per-layer counters of every shard; a layer's measured loss
+  // arrives as its mean, so it counts as one sample per prefill.
+  const absl::Status status = RunPrefill(rc, request, [&](const v1::PrefillProgress& p) {
+    if (p.has_done()) {
+      const v1::PrefillStats& st = p.done().stats();
+      tokens = st.num_tokens();
+      for (const v1::LayerStats& l : st.layers()) {
+        const bool measured = l.information_loss() >= 0;
+        m->RecordLayer(l.layer(), l.selected_keys(), l.causal_keys(),
+                       measured ? l.information_loss() : 0, measured ? 1 : 0);
+      }
+    }
+    return sink(p);
+  });
+  m->RecordPrefill(status.code(), tokens,
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return status;
+}
+
+absl::Status Coordinator::RunPrefill(const RequestContext& rc, const v1::PrefillRequest& request,
+                                     const ProgressSink& sink) {
   const auto start = std::chrono::steady_clock::now();
   const Deadline deadline = EffectiveDeadline(rc);
   SF_ASSIGN_OR_RETURN(PreparedPrefill p, Validate(rc, request));

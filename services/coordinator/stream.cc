@@ -43,8 +43,7 @@ absl::Status Coordinator::ReadShardBlocks(
               "worker ", w->address(), " sent a malformed chunk for cache ", entry.id.ToHex(),
               ": layer ", in.layer(), " head ", in.kv_head(), " blocks [", in.first_block(), ", ",
               in.first_block() + in.num_blocks(), ") outside its shard [", first, ", ", end,
-              ") or with ",
-              in.xxh64_size(), " checksums"));
+              ") or with ", in.xxh64_size(), " checksums"));
         }
         v1::KvChunk out = in;
         out.set_cache_id(id_bytes);
@@ -58,9 +57,20 @@ absl::Status Coordinator::ReadShardBlocks(
   return s;
 }
 
+Coordinator::ChunkSink Coordinator::CountedSink(const ChunkSink& sink) const {
+  metrics::StreamMetricSet* m = options_.stream_metrics;
+  if (m == nullptr) return sink;
+  return [m, &sink](const v1::KvChunk& chunk) {
+    absl::Status s = sink(chunk);
+    if (s.ok()) m->RecordChunk(chunk.data().size(), chunk.hot());
+    return s;
+  };
+}
+
 absl::Status Coordinator::StreamCache(const RequestContext& rc,
                                       const v1::StreamCacheRequest& request,
-                                      const ChunkSink& sink) {
+                                      const ChunkSink& raw_sink) {
+  const ChunkSink sink = CountedSink(raw_sink);
   SF_ASSIGN_OR_RETURN(const CacheEntry first, Lookup(rc, request.cache_id()));
   const Deadline deadline = EffectiveDeadline(rc);
   const Deadline worker_deadline = WorkerDeadline(deadline);
@@ -113,7 +123,8 @@ absl::Status Coordinator::StreamCache(const RequestContext& rc,
 
 absl::Status Coordinator::FetchBlocks(const RequestContext& rc,
                                       const v1::FetchBlocksRequest& request,
-                                      const ChunkSink& sink) {
+                                      const ChunkSink& raw_sink) {
+  const ChunkSink sink = CountedSink(raw_sink);
   SF_ASSIGN_OR_RETURN(const CacheEntry e, Lookup(rc, request.cache_id()));
   if (request.ranges().empty()) return absl::InvalidArgumentError("ranges: empty");
   if (e.state == CacheState::kFailed) {

@@ -121,4 +121,11 @@ bool WorkerPool::healthy(const std::string& address) const {
   return it != state_.end() && it->second.healthy;
 }
 
+std::vector<std::string> WorkerPool::addresses() const {
+  std::vector<std::string> out;
+  out.reserve(workers_.size());
+  for (const auto& w : workers_) out.push_back(w->address());
+  return out;
+}
+
 }  // namespace sparsefill::coordinator

@@ -41,6 +41,8 @@ class WorkerPool {
   WorkerApi* Find(const std::string& address) const;
   bool healthy(const std::string& address) const;
   size_t size() const { return workers_.size(); }
+  // Every worker's address, in command-line order.
+  std::vector<std::string> addresses() const;
 
  private:
   struct State {

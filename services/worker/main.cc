@@ -17,9 +17,16 @@
 #include <thread>
 #include <vector>
 
+#include <prometheus/registry.h>
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/auth_tokens.h"
+
+#include "services/metrics/exposer.h"
+#include "services/metrics/kvstore_metrics.h"
+#include "services/metrics/prefill_metrics.h"
+#include "services/metrics/rpc_metrics.h"
+#include "services/metrics/server_metrics.h"
 #include "services/rpc/call_handler.h"
 #include "services/rpc/server.h"
 #include "services/worker/worker.h"
@@ -33,6 +40,9 @@ constexpr char kUsage[] = R"(usage: sparsefill-worker --model NAME=DIR --store D
 
   --listen HOST:PORT       address to serve on (default 127.0.0.1:0; port 0 picks a free port).
                            Prints "listening on HOST:PORT" on stdout once serving.
+  --metrics-listen HOST:PORT
+                           serve Prometheus metrics on GET /metrics there (default: none; port
+                           0 picks a free port). Prints "metrics on HOST:PORT" on stdout.
   --model NAME=DIR         a Hugging Face checkpoint to serve as NAME (repeatable; at least one)
   --store DIR              worker state: KV store (DIR/kv) and shard records (DIR/shards)
   --backend NAME           engine backend (default cpu)
@@ -57,6 +67,7 @@ constexpr char kUsage[] = R"(usage: sparsefill-worker --model NAME=DIR --store D
 
 struct Flags {
   std::string listen = "127.0.0.1:0";
+  std::string metrics_listen;
   std::vector<ModelSpec> models;
   std::string store;
   std::string backend = "cpu";
@@ -99,6 +110,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       std::exit(0);
     } else if (name == "--listen") {
       SF_ASSIGN_OR_RETURN(f.listen, take());
+    } else if (name == "--metrics-listen") {
+      SF_ASSIGN_OR_RETURN(f.metrics_listen, take());
     } else if (name == "--model") {
       SF_ASSIGN_OR_RETURN(std::string v, take());
       const size_t eq = v.find('=');
@@ -176,7 +189,15 @@ int Run(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  // This process's registry (no global one, STYLE §9), served on --metrics-listen.
+  auto registry = std::make_shared<prometheus::Registry>();
+  metrics::RegisterBuildInfo(*registry, "worker");
+  metrics::RpcMetricSet rpc_metrics(*registry);
+  metrics::KvStoreMetricSet kv_metrics(*registry);
+  metrics::PrefillMetricSet prefill_metrics(*registry);
+
   WorkerOptions wo;
+  wo.kv_metrics = &kv_metrics;
   wo.models = f.models;
   wo.backend = f.backend;
   wo.store_dir = f.store;
@@ -206,6 +227,8 @@ int Run(int argc, char** argv) {
   WorkerService::Options so;
   so.handler.tokens = tokens ? &*tokens : nullptr;
   so.handler.logger = f.log_calls ? &logger : nullptr;
+  so.handler.metrics = &rpc_metrics;
+  so.prefill_metrics = &prefill_metrics;
   so.exchange.peer_timeout = std::chrono::milliseconds(f.deadline_ms);
   so.peers.token = f.peer_token;
   if (!f.tls_cert.empty() || !f.tls_key.empty()) {
@@ -239,6 +262,17 @@ int Run(int argc, char** argv) {
   (*server)->SetServing(true);  // the models are loaded
   const std::string host = f.listen.substr(0, f.listen.rfind(':'));
   std::cout << "listening on " << host << ":" << (*server)->port() << std::endl;
+  std::unique_ptr<metrics::MetricsExposer> exposer;
+  if (!f.metrics_listen.empty()) {
+    auto e = metrics::MetricsExposer::Start(f.metrics_listen, registry);
+    if (!e.ok()) {
+      std::cerr << "sparsefill-worker: " << e.status() << "\n";
+      (*server)->Shutdown(std::chrono::seconds(1));
+      return 2;
+    }
+    exposer = *std::move(e);
+    std::cout << "metrics on " << exposer->address() << std::endl;
+  }
 
   // TTL expiry once a minute until a stop signal.
   std::mutex mu;

@@ -61,6 +61,7 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(const WorkerOptions& opti
   so.placement = options.placement;
   so.default_ttl_ms = options.default_ttl_ms;
   so.clock = w->options_.clock;
+  so.metrics = options.kv_metrics;
   SF_ASSIGN_OR_RETURN(w->store_, kvstore::KvStore::Open(so));
   SF_ASSIGN_OR_RETURN(w->records_, ShardRecords::Open(options.store_dir + "/shards"));
   // Open() dropped PENDING caches of a crash: their records go too. A cache without a record

@@ -48,6 +48,9 @@ struct WorkerOptions {
   PeerMailbox::Options mailbox;
   // Default Clock::Real(). Not owned.
   Clock* clock = nullptr;
+  // The KV store's hooks (bytes and blocks per tier, offload, reads). Default null: none. Not
+  // owned; must outlive the worker.
+  kvstore::KvStoreMetrics* kv_metrics = nullptr;
 
   absl::Status Validate() const;
 };

@@ -100,7 +100,12 @@ grpc::Status WorkerService::ExecuteShard(grpc::ServerContext* ctx, const v1::Sha
   return handler_.Handle(ctx, "ExecuteShard", [&](const rpc::CallInfo& call) -> absl::Status {
     SF_ASSIGN_OR_RETURN(ShardJob job, ToJob(*req, *worker_, call));
     rpc::StreamWriter<v1::ShardEvent> writer(call, out, handler_.metrics());
+    metrics::PrefillMetricSet* m = options_.prefill_metrics;
     auto on_layer = [&](const ShardLayerEvent& e) -> absl::Status {
+      if (m != nullptr) {
+        m->RecordLayer(e.layer, e.selected_keys, e.causal_keys, e.information_loss_sum,
+                       e.information_loss_count);
+      }
       v1::ShardEvent ev;
       v1::ShardLayerDone* d = ev.mutable_layer_done();
       d->set_layer(e.layer);
@@ -112,7 +117,13 @@ grpc::Status WorkerService::ExecuteShard(grpc::ServerContext* ctx, const v1::Sha
       d->set_cold_blocks(e.cold_blocks);
       return writer.Write(ev);
     };
-    SF_ASSIGN_OR_RETURN(ShardOutcome done, worker_->ExecuteShard(job, exchanges_, on_layer));
+    absl::StatusOr<ShardOutcome> outcome = worker_->ExecuteShard(job, exchanges_, on_layer);
+    if (m != nullptr) {
+      m->RecordPrefill(outcome.status().code(), static_cast<int64_t>(job.tokens.size()),
+                       outcome.ok() ? outcome->seconds : 0.0);
+    }
+    if (!outcome.ok()) return outcome.status();
+    const ShardOutcome& done = *outcome;
     v1::ShardEvent ev;
     v1::ShardDone* d = ev.mutable_done();
     d->set_seconds(done.seconds);

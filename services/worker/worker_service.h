@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "services/metrics/prefill_metrics.h"
 #include "services/rpc/call_handler.h"
 #include "services/worker/grpc_shard_exchange.h"
 #include "services/worker/worker.h"
@@ -24,6 +25,9 @@ class WorkerService final : public v1::Worker::Service {
     GrpcExchangeOptions exchange;
     // ReadBlocks cuts a chunk once it holds this many bytes (DESIGN §7: >= 1 MiB). Default 1 MiB.
     uint64_t chunk_bytes = 1u << 20;
+    // This worker's shards: tokens, latency, per-layer selected and causal keys. Default null:
+    // none. Not owned; must outlive the service.
+    metrics::PrefillMetricSet* prefill_metrics = nullptr;
     absl::Status Validate() const;
   };
 
