@@ -86,9 +86,13 @@ class SignalWatcher {
         std::lock_guard<std::mutex> lock(mu_);
         dir = work_dir_;
       }
-      if (!dir.empty()) {
+      // SIGKILL is delivered asynchronously: a dying child can still create a file (a RocksDB
+      // log) while the tree is removed, so retry until the directory is really gone (~2 s max).
+      for (int attempt = 0; !dir.empty() && attempt < 40; ++attempt) {
         std::error_code ec;
         fs::remove_all(dir, ec);
+        if (!fs::exists(dir, ec)) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
       }
       std::fprintf(stderr, "\nsparsefill demo: %s: stopped every process of the demo\n",
                    strsignal(sig));
