@@ -80,8 +80,7 @@ absl::Status WorkerClient::FetchKv(const v1::FetchKvRequest& request,
 }
 
 absl::Status WorkerClient::ReadBlocks(const v1::FetchBlocksRequest& request,
-                                      const Callback<v1::KvChunk>& on_chunk,
-                                      grpc::ClientContext* given) {
+                                      const ChunkCallback& on_chunk, grpc::ClientContext* given) {
   std::unique_ptr<grpc::ClientContext> owned;
   grpc::ClientContext* ctx = PrepareContext(given, &owned, options_.default_timeout);
   auto reader = stub_->ReadBlocks(ctx, request);

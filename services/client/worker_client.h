@@ -37,6 +37,9 @@ class WorkerClient {
 
   template <typename Msg>
   using Callback = std::function<absl::Status(const Msg&)>;
+  // Block chunks are handed over mutable so a relay (the coordinator) can forward them without
+  // copying their bytes.
+  using ChunkCallback = std::function<absl::Status(v1::KvChunk&)>;
 
   static absl::StatusOr<std::unique_ptr<WorkerClient>> Connect(const Options& options);
 
@@ -48,8 +51,7 @@ class WorkerClient {
   absl::Status FetchKv(const v1::FetchKvRequest& request, const Callback<v1::KvRows>& on_rows,
                        grpc::ClientContext* ctx = nullptr);
   // Chunks are passed on as received; check them with rpc::VerifyKvChunk.
-  absl::Status ReadBlocks(const v1::FetchBlocksRequest& request,
-                          const Callback<v1::KvChunk>& on_chunk,
+  absl::Status ReadBlocks(const v1::FetchBlocksRequest& request, const ChunkCallback& on_chunk,
                           grpc::ClientContext* ctx = nullptr);
   absl::StatusOr<v1::ShardManifest> GetShardManifest(const v1::ShardManifestRequest& request,
                                                      grpc::ClientContext* ctx = nullptr);

@@ -69,8 +69,7 @@ absl::Status GrpcWorker::ExecuteShard(const v1::ShardRequest& request,
 }
 
 absl::Status GrpcWorker::ReadBlocks(const v1::FetchBlocksRequest& request,
-                                    const Callback<v1::KvChunk>& on_chunk,
-                                    const CallControl& call) {
+                                    const ChunkCallback& on_chunk, const CallControl& call) {
   SF_ASSIGN_OR_RETURN(auto ctx, MakeContext(call, "ReadBlocks"));
   auto reg = Cancellation::OnCancel(call.cancel, [c = ctx.get()] { c->TryCancel(); });
   return client_->ReadBlocks(request, on_chunk, ctx.get());

@@ -22,8 +22,8 @@ class GrpcWorker final : public WorkerApi {
   absl::Status ExecuteShard(const v1::ShardRequest& request,
                             const Callback<v1::ShardEvent>& on_event,
                             const CallControl& call) override;
-  absl::Status ReadBlocks(const v1::FetchBlocksRequest& request,
-                          const Callback<v1::KvChunk>& on_chunk, const CallControl& call) override;
+  absl::Status ReadBlocks(const v1::FetchBlocksRequest& request, const ChunkCallback& on_chunk,
+                          const CallControl& call) override;
   absl::StatusOr<v1::ShardManifest> GetShardManifest(const kvstore::CacheId& id,
                                                      const CallControl& call) override;
   absl::Status DeleteShard(const kvstore::CacheId& id, const CallControl& call) override;

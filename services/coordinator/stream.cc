@@ -32,7 +32,7 @@ absl::Status Coordinator::ReadShardBlocks(
   const std::string id_bytes = rpc::CacheIdToBytes(entry.id);
   absl::Status s = w->ReadBlocks(
       req,
-      [&](const v1::KvChunk& in) -> absl::Status {
+      [&](v1::KvChunk& in) -> absl::Status {
         // Structural checks only; the checksums travel on untouched for the decode node to
         // verify (it must anyway: DESIGN §6).
         if (in.layer() < 0 || in.layer() >= entry.layout.num_layers || in.kv_head() < 0 ||
@@ -45,9 +45,8 @@ absl::Status Coordinator::ReadShardBlocks(
               in.first_block() + in.num_blocks(), ") outside its shard [", first, ", ", end,
               ") or with ", in.xxh64_size(), " checksums"));
         }
-        v1::KvChunk out = in;
-        out.set_cache_id(id_bytes);
-        return on_chunk(out);
+        in.set_cache_id(id_bytes);  // forwarded in place: the block bytes are not copied
+        return on_chunk(in);
       },
       CallControl{deadline, cancel});
   // Cancelled without our asking: the worker's server went away mid-call.

@@ -27,6 +27,8 @@ class WorkerApi {
  public:
   template <typename Msg>
   using Callback = std::function<absl::Status(const Msg&)>;
+  // Mutable, so StreamCache can forward a chunk without copying its bytes.
+  using ChunkCallback = std::function<absl::Status(v1::KvChunk&)>;
 
   virtual ~WorkerApi() = default;
   virtual const std::string& address() const = 0;
@@ -41,8 +43,7 @@ class WorkerApi {
                                     const Callback<v1::ShardEvent>& on_event,
                                     const CallControl& call) = 0;
   virtual absl::Status ReadBlocks(const v1::FetchBlocksRequest& request,
-                                  const Callback<v1::KvChunk>& on_chunk,
-                                  const CallControl& call) = 0;
+                                  const ChunkCallback& on_chunk, const CallControl& call) = 0;
   virtual absl::StatusOr<v1::ShardManifest> GetShardManifest(const kvstore::CacheId& id,
                                                              const CallControl& call) = 0;
   virtual absl::Status DeleteShard(const kvstore::CacheId& id, const CallControl& call) = 0;

@@ -213,6 +213,7 @@ absl::Status KvStoreImpl::BeginCache(const CacheId& id, const CacheSpec& spec) {
   absl::Status s = disk_->PutManifest(id, header, /*sync=*/true);
   if (!s.ok()) {
     std::lock_guard<std::mutex> lock(mu_);
+    e->removing = true;  // a WriteLayer already waiting on this entry must not write orphans
     caches_.erase(id);
     --stats_.pending_caches;
   }
