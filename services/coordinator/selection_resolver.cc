@@ -16,17 +16,7 @@ absl::StatusOr<ResolvedSelection> ResolveSelection(const v1::SelectionOverrides&
   // The facts the policy defaults depend on, as the worker described the model (the
   // coordinator never loads a checkpoint): shape, and a MiniCPM4-style sparse_config.
   engine::ModelConfig facts;
-  if (model.has_sparse_config()) {
-    const v1::SparseConfigInfo& sc = model.sparse_config();
-    facts.sparse.present = true;
-    facts.sparse.kernel_size = sc.kernel_size();
-    facts.sparse.kernel_stride = sc.kernel_stride();
-    facts.sparse.init_blocks = sc.init_blocks();
-    facts.sparse.block_size = sc.block_size();
-    facts.sparse.window_size = sc.window_size();
-    facts.sparse.topk = sc.topk();
-    facts.sparse.dense_len = sc.dense_len();
-  }
+  if (model.has_sparse_config()) facts.sparse = rpc::SparseConfigFromProto(model.sparse_config());
   facts.num_layers = model.num_layers();
   facts.num_heads = model.q_heads();
   facts.num_kv_heads = model.kv_heads();

@@ -141,6 +141,31 @@ v1::SelectionOverrides SelectionToProto(const engine::SelectionConfig& c) {
   return o;
 }
 
+v1::SparseConfigInfo SparseConfigToProto(const engine::SparseConfig& c) {
+  v1::SparseConfigInfo p;
+  p.set_kernel_size(c.kernel_size);
+  p.set_kernel_stride(c.kernel_stride);
+  p.set_init_blocks(c.init_blocks);
+  p.set_block_size(c.block_size);
+  p.set_window_size(c.window_size);
+  p.set_topk(c.topk);
+  p.set_dense_len(c.dense_len);
+  return p;
+}
+
+engine::SparseConfig SparseConfigFromProto(const v1::SparseConfigInfo& p) {
+  engine::SparseConfig c;
+  c.present = true;
+  c.kernel_size = p.kernel_size();
+  c.kernel_stride = p.kernel_stride();
+  c.init_blocks = p.init_blocks();
+  c.block_size = p.block_size();
+  c.window_size = p.window_size();
+  c.topk = p.topk();
+  c.dense_len = p.dense_len();
+  return c;
+}
+
 absl::StatusOr<kvstore::CacheLayout> CacheLayoutFromProto(const v1::CacheLayout& p,
                                                           std::string_view field) {
   kvstore::CacheLayout layout;

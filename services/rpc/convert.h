@@ -13,6 +13,7 @@
 #include "sparsefill/engine/selection.h"
 #include "sparsefill/kvstore/layout.h"
 #include "sparsefill/v1/common.pb.h"
+#include "sparsefill/v1/coordinator.pb.h"
 
 namespace sparsefill::rpc {
 
@@ -43,6 +44,11 @@ absl::StatusOr<engine::SelectionConfig> ResolveSelection(const v1::SelectionOver
 
 // Every field set: the fully resolved form the coordinator sends to workers.
 v1::SelectionOverrides SelectionToProto(const engine::SelectionConfig& config);
+
+// A checkpoint's MiniCPM4 sparse_config as ModelInfo carries it (workers describe models; the
+// coordinator, which never loads one, resolves policy defaults from it). FromProto sets present.
+v1::SparseConfigInfo SparseConfigToProto(const engine::SparseConfig& config);
+engine::SparseConfig SparseConfigFromProto(const v1::SparseConfigInfo& info);
 
 // Fields copied; dtype checked; non-positive sizes are InvalidArgument naming `field`.<name>.
 absl::StatusOr<kvstore::CacheLayout> CacheLayoutFromProto(const v1::CacheLayout& layout,

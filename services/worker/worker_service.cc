@@ -257,15 +257,7 @@ grpc::Status WorkerService::DescribeModels(grpc::ServerContext* ctx,
       p->set_default_policy(rpc::PolicyToProto(rpc::DefaultPolicy(m.config)));
       p->set_kv_dtype(rpc::DTypeToProto(m.config.dtype));
       if (m.config.sparse.present) {
-        const engine::SparseConfig& sc = m.config.sparse;
-        v1::SparseConfigInfo* out = p->mutable_sparse_config();
-        out->set_kernel_size(sc.kernel_size);
-        out->set_kernel_stride(sc.kernel_stride);
-        out->set_init_blocks(sc.init_blocks);
-        out->set_block_size(sc.block_size);
-        out->set_window_size(sc.window_size);
-        out->set_topk(sc.topk);
-        out->set_dense_len(sc.dense_len);
+        *p->mutable_sparse_config() = rpc::SparseConfigToProto(m.config.sparse);
       }
     }
     return absl::OkStatus();

@@ -25,6 +25,27 @@ TEST(Convert, DTypeRoundTripAndBadValues) {
   ExpectInvalid(DTypeFromProto(77).status(), "dtype");
 }
 
+TEST(Convert, SparseConfigRoundTrip) {
+  engine::SparseConfig c;
+  c.present = true;
+  c.kernel_size = 64;
+  c.kernel_stride = 32;
+  c.init_blocks = 3;
+  c.block_size = 128;
+  c.window_size = 4096;
+  c.topk = 48;
+  c.dense_len = 16384;
+  const engine::SparseConfig back = SparseConfigFromProto(SparseConfigToProto(c));
+  EXPECT_TRUE(back.present);
+  EXPECT_EQ(back.kernel_size, 64);
+  EXPECT_EQ(back.kernel_stride, 32);
+  EXPECT_EQ(back.init_blocks, 3);
+  EXPECT_EQ(back.block_size, 128);
+  EXPECT_EQ(back.window_size, 4096);
+  EXPECT_EQ(back.topk, 48);
+  EXPECT_EQ(back.dense_len, 16384);
+}
+
 TEST(Convert, PolicyRoundTripUnspecifiedAndOutOfRange) {
   for (engine::Policy p : {engine::Policy::kDense, engine::Policy::kInfLlmV2, engine::Policy::kPhsa,
                            engine::Policy::kNosa}) {
