@@ -85,3 +85,11 @@ int RunStream(const StreamArgs& args);
 #endif
 
 }  // namespace sparsefill::bench
+
+// Subcommands that live in their own folder declare their args and entry points there.
+#if SPARSEFILL_BENCH_ATTENTION
+#include "tools/bench/attention/attention_command.h"
+#endif
+#if SPARSEFILL_BENCH_LOAD
+#include "tools/bench/load/load_command.h"
+#endif

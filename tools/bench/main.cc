@@ -25,6 +25,16 @@ int main(int argc, char** argv) {
   stream_args.common.argv = args;
   CLI::App* stream = sb::AddStreamCommand(app, stream_args);
 #endif
+#if SPARSEFILL_BENCH_ATTENTION
+  sb::AttentionArgs attention_args;
+  attention_args.common.argv = args;
+  CLI::App* attention = sb::AddAttentionCommand(app, attention_args);
+#endif
+#if SPARSEFILL_BENCH_LOAD
+  sb::LoadArgs load_args;
+  load_args.common.argv = args;
+  CLI::App* load = sb::AddLoadCommand(app, load_args);
+#endif
 
   CLI11_PARSE(app, argc, argv);
   if (disk->parsed()) return sb::RunDisk(disk_args);
@@ -33,6 +43,12 @@ int main(int argc, char** argv) {
 #endif
 #if SPARSEFILL_BENCH_STREAM
   if (stream->parsed()) return sb::RunStream(stream_args);
+#endif
+#if SPARSEFILL_BENCH_ATTENTION
+  if (attention->parsed()) return sb::RunAttention(attention_args);
+#endif
+#if SPARSEFILL_BENCH_LOAD
+  if (load->parsed()) return sb::RunLoad(load_args);
 #endif
   return 2;
 }

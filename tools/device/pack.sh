@@ -2,15 +2,25 @@
 # Packs binaries built here (tests and tools) with their non-system shared libraries into
 # .devpkg/, for running on the GPU machine, whose image lacks Abseil, PCRE2 headers, utf8proc...
 # (DESIGN: engine-only there; building here and carrying is the cheaper path on its lease.)
-#   tools/device/pack.sh BUILD_DIR
+#   tools/device/pack.sh BUILD_DIR [PKG_DIR]     (PKG_DIR defaults to .devpkg; any /.devpkg*/)
+# PACK_ONLY='gpu_* bench' packs only the binaries whose names match one of those globs (the
+# working tree that travels is limited to 64 MiB).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:?build dir}
-pkg="$root/.devpkg"
+pkg=$(realpath -m "${2:-$root/.devpkg}")
 rm -rf "$pkg"
 mkdir -p "$pkg/bin" "$pkg/tests" "$pkg/lib"
 for d in bin tests; do
-  find "$build/$d" -maxdepth 1 -type f -executable -exec cp -a {} "$pkg/$d/" \; 2>/dev/null || true
+  for f in "$build/$d"/*; do
+    [[ -f "$f" && -x "$f" ]] || continue
+    keep=1
+    if [[ -n "${PACK_ONLY:-}" ]]; then
+      keep=0
+      for g in $PACK_ONLY; do [[ "$(basename "$f")" == $g ]] && keep=1; done
+    fi
+    [[ $keep -eq 1 ]] && cp -a "$f" "$pkg/$d/"
+  done
 done
 # Libraries every glibc system has (or that must come from the device's driver) stay behind.
 skip='^(linux-vdso|libc\.so|libm\.so|libstdc\+\+|libgcc_s|ld-linux|libpthread|libdl|librt|libcuda\.so)'

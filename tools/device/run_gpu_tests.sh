@@ -4,7 +4,7 @@
 # (STYLE §11): skips are counted and reported.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-pkg="$root/.devpkg"
+pkg=$(realpath -m "${DEVPKG:-$root/.devpkg}")  # DEVPKG=.devpkg-x for another pack
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
 export LD_LIBRARY_PATH="$pkg/lib:${LD_LIBRARY_PATH:-}"
