@@ -47,6 +47,16 @@ struct BlockSelection {
 [[nodiscard]] absl::Status DenseAttentionRef(const AttentionParams& p);
 [[nodiscard]] absl::Status SparseAttentionRef(const AttentionParams& p, const BlockSelection& sel);
 
+// The CUDA backend's attention (sm_90a; builds with the CUDA backend): q, k, v and out in BF16,
+// fp32 accumulation, LSE in fp32 when p.lse is set; head_dim 64 or 128; q_heads / kv_heads from
+// 1 to 16. Asynchronous on `stream`; the launchers do not synchronise and allocate nothing.
+// InvalidArgument for bad parameters (checked on the host, before any CUDA call; selection lists
+// live on the device and are trusted to be well formed, as ValidateSelection describes), Internal
+// naming the kernel when a launch fails.
+[[nodiscard]] absl::Status LaunchDenseAttention(const AttentionParams& p, cudaStream_t stream);
+[[nodiscard]] absl::Status LaunchSparseAttention(const AttentionParams& p,
+                                                 const BlockSelection& sel, cudaStream_t stream);
+
 // Checks shapes, the causal range and (for the reference) that every selection list is
 // well formed; InvalidArgument names the first problem.
 [[nodiscard]] absl::Status ValidateAttention(const AttentionParams& p);
