@@ -1,0 +1,59 @@
+// LaunchDenseAttention / LaunchVarlenDenseAttention: check, pick the tile shape, launch.
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/common/flash_launch.cuh"
+#include "kernels/dense_attention/dense_attention_kernel.cuh"
+#include "sparsefill/common/status.h"
+#include "sparsefill/kernels/attention.h"
+
+namespace sparsefill::kernels {
+namespace {
+
+// 128 rows per CTA (4 warps x 2 m16 tiles): each K/V tile read from shared memory feeds twice
+// the tensor-core work of a 64-row tile. At head_dim 128 the key tile shrinks to 32 so that the
+// output accumulators and scores stay in registers (FlashAttention-2's Ampere choice too).
+template <int kD, int kN>
+absl::Status LaunchDenseT(const char* op, const cuda::flash::FlashParams& f, int num_seqs,
+                          int64_t max_q, cudaStream_t stream) {
+  constexpr int kMTiles = 2;
+  return cuda::flash::LaunchFlashKernel<kD, kMTiles, kN>(
+      op, cuda::flash::DenseAttentionKernel<kD, kMTiles, kN>,
+      cuda::flash::FlashTile<kD, kMTiles, kN>::kSmemBytes, f, num_seqs, max_q, stream);
+}
+
+absl::Status LaunchDense(const char* op, const cuda::flash::FlashParams& f, int head_dim,
+                         int num_seqs, int64_t max_q, cudaStream_t stream) {
+  switch (head_dim) {
+    case 64:
+      return LaunchDenseT<64, 64>(op, f, num_seqs, max_q, stream);
+    case 128:
+      return LaunchDenseT<128, 32>(op, f, num_seqs, max_q, stream);
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat(op, ": head_dim ", head_dim, " not supported (64 or 128)"));
+  }
+}
+
+}  // namespace
+
+absl::Status LaunchDenseAttention(const AttentionParams& p, cudaStream_t stream) {
+  constexpr const char* kOp = "LaunchDenseAttention";
+  cuda::flash::FlashParams f;
+  bool has_work = false;
+  SF_RETURN_IF_ERROR(cuda::flash::FromAttention(kOp, p, &f, &has_work));
+  if (!has_work) return absl::OkStatus();
+  return LaunchDense(kOp, f, p.head_dim, 1, p.num_q, stream);
+}
+
+absl::Status LaunchVarlenDenseAttention(const VarlenAttentionParams& p, cudaStream_t stream) {
+  constexpr const char* kOp = "LaunchVarlenDenseAttention";
+  cuda::flash::FlashParams f;
+  bool has_work = false;
+  SF_RETURN_IF_ERROR(cuda::flash::FromVarlen(kOp, p, &f, &has_work));
+  if (!has_work) return absl::OkStatus();
+  return LaunchDense(kOp, f, p.head_dim, p.num_seqs, p.max_seqlen_q, stream);
+}
+
+}  // namespace sparsefill::kernels

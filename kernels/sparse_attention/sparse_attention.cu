@@ -1,0 +1,78 @@
+// LaunchSparseAttention / LaunchVarlenSparseAttention: check, pick the tile shape, launch.
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/common/flash_launch.cuh"
+#include "kernels/sparse_attention/sparse_attention_kernel.cuh"
+#include "sparsefill/common/status.h"
+#include "sparsefill/kernels/attention.h"
+
+namespace sparsefill::kernels {
+namespace {
+
+template <int kD, int kMTiles, int kN>
+absl::Status LaunchSparseT(const char* op, const cuda::flash::FlashParams& f, int num_seqs,
+                           int64_t max_q, cudaStream_t stream) {
+  using cuda::flash::FlashTile;
+  // The union's token masks are 64-bit: one bit per token of the CTA.
+  if (FlashTile<kD, kMTiles, kN>::kRows / f.group > cuda::flash::kMaxSparseTokens) {
+    return absl::InternalError(absl::StrCat(op, ": ", FlashTile<kD, kMTiles, kN>::kRows / f.group,
+                                            " tokens per CTA exceed the 64-bit token masks"));
+  }
+  constexpr int kSmem = FlashTile<kD, kMTiles, kN>::kSmemBytes + cuda::flash::kUnionBytes;
+  return cuda::flash::LaunchFlashKernel<kD, kMTiles, kN>(
+      op, cuda::flash::SparseAttentionKernel<kD, kMTiles, kN>, kSmem, f, num_seqs, max_q, stream);
+}
+
+// Rows per CTA = tokens x group heads, at most 64 tokens (64-bit token masks): 128 rows when the
+// group has 2+ heads (with 32-key tiles, to stay in registers), 64 rows (64 tokens) without GQA.
+// Fewer tokens per CTA keep the union of their selections close to each token's own list.
+absl::Status LaunchSparse(const char* op, cuda::flash::FlashParams f, const BlockSelection& sel,
+                          int head_dim, int num_seqs, int64_t max_q, cudaStream_t stream) {
+  f.blocks = sel.blocks;
+  f.max_blocks = sel.max_blocks;
+  f.block_size = sel.block_size;
+  f.block_shift = -1;
+  for (int shift = 0; shift < 31; ++shift) {
+    if ((1 << shift) == sel.block_size) f.block_shift = shift;
+  }
+  const bool wide = f.group >= 2;
+  switch (head_dim) {
+    case 64:
+      return wide ? LaunchSparseT<64, 2, 32>(op, f, num_seqs, max_q, stream)
+                  : LaunchSparseT<64, 1, 64>(op, f, num_seqs, max_q, stream);
+    case 128:
+      return wide ? LaunchSparseT<128, 2, 32>(op, f, num_seqs, max_q, stream)
+                  : LaunchSparseT<128, 1, 64>(op, f, num_seqs, max_q, stream);
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat(op, ": head_dim ", head_dim, " not supported (64 or 128)"));
+  }
+}
+
+}  // namespace
+
+absl::Status LaunchSparseAttention(const AttentionParams& p, const BlockSelection& sel,
+                                   cudaStream_t stream) {
+  constexpr const char* kOp = "LaunchSparseAttention";
+  cuda::flash::FlashParams f;
+  bool has_work = false;
+  SF_RETURN_IF_ERROR(cuda::flash::FromAttention(kOp, p, &f, &has_work));
+  SF_RETURN_IF_ERROR(cuda::flash::CheckSelection(kOp, sel, has_work));
+  if (!has_work) return absl::OkStatus();
+  return LaunchSparse(kOp, f, sel, p.head_dim, 1, p.num_q, stream);
+}
+
+absl::Status LaunchVarlenSparseAttention(const VarlenAttentionParams& p, const BlockSelection& sel,
+                                         cudaStream_t stream) {
+  constexpr const char* kOp = "LaunchVarlenSparseAttention";
+  cuda::flash::FlashParams f;
+  bool has_work = false;
+  SF_RETURN_IF_ERROR(cuda::flash::FromVarlen(kOp, p, &f, &has_work));
+  SF_RETURN_IF_ERROR(cuda::flash::CheckSelection(kOp, sel, has_work));
+  if (!has_work) return absl::OkStatus();
+  return LaunchSparse(kOp, f, sel, p.head_dim, p.num_seqs, p.max_seqlen_q, stream);
+}
+
+}  // namespace sparsefill::kernels
