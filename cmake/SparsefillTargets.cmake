@@ -20,6 +20,9 @@ function(sf_apply_defaults target)
   target_include_directories(${target} PUBLIC
     $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>
     $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}>)
+  if(COMMAND sf_apply_sanitizers)  # cmake/SparsefillSanitizers.cmake
+    sf_apply_sanitizers(${target})
+  endif()
 endfunction()
 
 # sf_cc_library(NAME SRCS ... [DEPS public deps...] [PRIVATE_DEPS ...])

@@ -165,27 +165,26 @@ struct CoordinatorClient::Impl {
                                          const ChunkCallback& on_chunk) {
     StreamStats stats;
     std::unique_ptr<grpc::ClientReader<v1::KvChunk>> reader = open(ctx);
-    const absl::Status status =
-        ReadStream(ctx, reader.get(), [&](const v1::KvChunk& p) -> absl::Status {
-          SF_RETURN_IF_ERROR(rpc::VerifyKvChunk(p, id, layout));
-          KvChunk chunk;
-          chunk.cache = id;
-          chunk.layer = p.layer();
-          chunk.kv_head = p.kv_head();
-          chunk.first_block = p.first_block();
-          chunk.num_blocks = p.num_blocks();
-          if (p.tier() != v1::TIER_UNSPECIFIED) {
-            SF_ASSIGN_OR_RETURN(chunk.tier, rpc::TierFromProto(p.tier()));
-          }
-          chunk.hot = p.hot();
-          chunk.xxh64.assign(p.xxh64().begin(), p.xxh64().end());
-          chunk.data = p.data();
-          ++stats.chunks;
-          stats.blocks += p.num_blocks();
-          stats.bytes += p.data().size();
-          if (on_chunk) return on_chunk(chunk);
-          return absl::OkStatus();
-        });
+    const absl::Status status = ReadStream(ctx, reader.get(), [&](v1::KvChunk& p) -> absl::Status {
+      SF_RETURN_IF_ERROR(rpc::VerifyKvChunk(p, id, layout));
+      ++stats.chunks;
+      stats.blocks += p.num_blocks();
+      stats.bytes += p.data().size();
+      if (!on_chunk) return absl::OkStatus();
+      KvChunk chunk;
+      chunk.cache = id;
+      chunk.layer = p.layer();
+      chunk.kv_head = p.kv_head();
+      chunk.first_block = p.first_block();
+      chunk.num_blocks = p.num_blocks();
+      if (p.tier() != v1::TIER_UNSPECIFIED) {
+        SF_ASSIGN_OR_RETURN(chunk.tier, rpc::TierFromProto(p.tier()));
+      }
+      chunk.hot = p.hot();
+      chunk.xxh64.assign(p.xxh64().begin(), p.xxh64().end());
+      chunk.data = p.data();  // a view: valid during the callback
+      return on_chunk(chunk);
+    });
     if (!status.ok()) {
       return absl::Status(status.code(), absl::StrCat(AsAbsl(method), ": ", status.message()));
     }
@@ -202,6 +201,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Connect(
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
+  // A connection of its own: clients in one process (several decode streams) would otherwise
+  // share one HTTP/2 connection through gRPC's global subchannel pool and queue behind each
+  // other on its transport.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   SF_ASSIGN_OR_RETURN(impl->channel, auth::CreateChannel(options.address, SecurityOf(options),

@@ -2,6 +2,9 @@
 
 #include <utility>
 
+#include <grpcpp/support/channel_arguments.h>
+#include <grpcpp/support/sync_stream.h>
+
 #include "absl/strings/str_cat.h"
 #include "services/client/client_call.h"
 #include "services/common/auth_channel.h"
@@ -34,23 +37,39 @@ absl::Status WorkerClient::Options::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat("max_message_bytes: ", max_message_bytes,
                                                    " is below gRPC's default of 4 MiB"));
   }
+  if (bulk_connections < 1 || bulk_connections > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bulk_connections: ", bulk_connections, " is outside [1, 64]"));
+  }
   return security.Validate();
 }
 
-WorkerClient::WorkerClient(Options options, std::shared_ptr<grpc::Channel> channel)
+WorkerClient::WorkerClient(Options options, std::shared_ptr<grpc::Channel> channel,
+                           std::vector<std::shared_ptr<grpc::Channel>> bulk)
     : options_(std::move(options)),
       channel_(std::move(channel)),
-      stub_(v1::Worker::NewStub(channel_)) {}
+      stub_(v1::Worker::NewStub(channel_)),
+      bulk_(std::move(bulk)) {}
 
 absl::StatusOr<std::unique_ptr<WorkerClient>> WorkerClient::Connect(const Options& options) {
   SF_RETURN_IF_ERROR(options.Validate());
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
-  SF_ASSIGN_OR_RETURN(
-      std::shared_ptr<grpc::Channel> channel,
-      auth::CreateChannel(options.address, options.security, options.token, std::move(args)));
-  return std::unique_ptr<WorkerClient>(new WorkerClient(options, std::move(channel)));
+  SF_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                      auth::CreateChannel(options.address, options.security, options.token, args));
+  std::vector<std::shared_ptr<grpc::Channel>> bulk;
+  for (int i = 0; i < options.bulk_connections; ++i) {
+    grpc::ChannelArguments b = args;
+    // Channels with equal arguments share one connection (gRPC's global subchannel pool); a
+    // local pool per channel gives each its own.
+    b.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    SF_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> ch,
+                        auth::CreateChannel(options.address, options.security, options.token, b));
+    bulk.push_back(std::move(ch));
+  }
+  return std::unique_ptr<WorkerClient>(
+      new WorkerClient(options, std::move(channel), std::move(bulk)));
 }
 
 absl::Status WorkerClient::ExecuteShard(const v1::ShardRequest& request,
@@ -84,6 +103,22 @@ absl::Status WorkerClient::ReadBlocks(const v1::FetchBlocksRequest& request,
   std::unique_ptr<grpc::ClientContext> owned;
   grpc::ClientContext* ctx = PrepareContext(given, &owned, options_.default_timeout);
   auto reader = stub_->ReadBlocks(ctx, request);
+  return Annotate(ReadStream(ctx, reader.get(), on_chunk), "ReadBlocks", options_.address);
+}
+
+absl::Status WorkerClient::ReadBlocksWire(const v1::FetchBlocksRequest& request,
+                                          const WireCallback& on_chunk,
+                                          grpc::ClientContext* given) {
+  // The generated stub would parse every chunk; a reader of raw buffers over the same method
+  // leaves that to the caller.
+  static const grpc::internal::RpcMethod kMethod("/sparsefill.v1.Worker/ReadBlocks",
+                                                 grpc::internal::RpcMethod::SERVER_STREAMING);
+  std::unique_ptr<grpc::ClientContext> owned;
+  grpc::ClientContext* ctx = PrepareContext(given, &owned, options_.default_timeout);
+  grpc::Channel* channel = bulk_[next_bulk_.fetch_add(1) % bulk_.size()].get();
+  std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
+      grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(channel, kMethod, ctx,
+                                                                    request));
   return Annotate(ReadStream(ctx, reader.get(), on_chunk), "ReadBlocks", options_.address);
 }
 

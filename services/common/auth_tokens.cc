@@ -4,7 +4,9 @@
 #include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "sparsefill/common/status.h"
 
 namespace sparsefill::auth {
@@ -43,6 +45,30 @@ std::vector<std::string_view> SplitFields(std::string_view line) {
   return fields;
 }
 
+constexpr std::string_view kExpiresPrefix = "expires=";
+
+// "expires=<RFC 3339>" -> Unix milliseconds. The zone is required: a token file read on servers
+// in different zones must end a token at one instant.
+absl::StatusOr<int64_t> ParseExpires(std::string_view field) {
+  if (!absl::StartsWith(AsAbsl(field), AsAbsl(kExpiresPrefix))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("third field \"", AsAbsl(field.substr(0, 64)),
+                     "\" is not expires=<RFC 3339 time, e.g. 2027-01-31T00:00:00Z>"));
+  }
+  const std::string value(field.substr(kExpiresPrefix.size()));
+  absl::Time t;
+  std::string err;
+  if (!absl::ParseTime(absl::RFC3339_full, value, &t, &err)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expires \"", value.substr(0, 64),
+                     "\" is not an RFC 3339 time with a zone (e.g. 2027-01-31T00:00:00Z): ", err));
+  }
+  if (t == absl::InfiniteFuture() || t == absl::InfinitePast()) {
+    return absl::InvalidArgumentError(absl::StrCat("expires \"", value, "\" is out of range"));
+  }
+  return absl::ToUnixMillis(t);
+}
+
 }  // namespace
 
 absl::StatusOr<TokenTable> TokenTable::Parse(std::string_view text, std::string_view source) {
@@ -59,9 +85,15 @@ absl::StatusOr<TokenTable> TokenTable::Parse(std::string_view text, std::string_
     const auto where = [&] { return absl::StrCat(AsAbsl(source), ":", line_no, ": "); };
     const std::vector<std::string_view> fields = SplitFields(line);
     if (fields.empty() || fields[0].front() == '#') continue;
-    if (fields.size() != 2) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where(), "expected \"token tenant\", got ", fields.size(), " fields"));
+    if (fields.size() != 2 && fields.size() != 3) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where(), "expected \"token tenant [expires=TIME]\", got ", fields.size(), " fields"));
+    }
+    int64_t expires_unix_ms = kNeverExpires;
+    if (fields.size() == 3) {
+      absl::StatusOr<int64_t> e = ParseExpires(fields[2]);
+      if (!e.ok()) return absl::InvalidArgumentError(absl::StrCat(where(), e.status().message()));
+      expires_unix_ms = *e;
     }
     const std::string_view token = fields[0];
     const std::string_view tenant = fields[1];
@@ -92,7 +124,7 @@ absl::StatusOr<TokenTable> TokenTable::Parse(std::string_view text, std::string_
             absl::StrCat(where(), "duplicate token (also given for tenant \"", e.tenant, "\")"));
       }
     }
-    table.entries_.push_back(Entry{std::string(token), std::string(tenant)});
+    table.entries_.push_back(Entry{std::string(token), std::string(tenant), expires_unix_ms});
   }
   if (table.entries_.empty()) {
     return absl::InvalidArgumentError(
@@ -117,13 +149,23 @@ absl::StatusOr<TokenTable> TokenTable::LoadFile(std::string_view path) {
   return Parse(text, path);
 }
 
-std::optional<std::string> TokenTable::Lookup(std::string_view token) const {
+TokenMatch TokenTable::Check(std::string_view token, int64_t now_unix_ms) const {
   const Entry* found = nullptr;
   for (const Entry& e : entries_) {
     if (ConstantTimeEquals(e.token, token)) found = &e;
   }
-  if (found == nullptr) return std::nullopt;
-  return found->tenant;
+  TokenMatch m;
+  if (found == nullptr) return m;
+  m.state = now_unix_ms >= found->expires_unix_ms ? TokenState::kExpired : TokenState::kValid;
+  m.tenant = found->tenant;
+  m.expires_unix_ms = found->expires_unix_ms;
+  return m;
+}
+
+std::optional<std::string> TokenTable::Lookup(std::string_view token, int64_t now_unix_ms) const {
+  TokenMatch m = Check(token, now_unix_ms);
+  if (m.state != TokenState::kValid) return std::nullopt;
+  return std::move(m.tenant);
 }
 
 std::optional<std::string_view> ParseBearer(std::string_view authorization) {
@@ -143,7 +185,7 @@ std::optional<std::string_view> ParseBearer(std::string_view authorization) {
 }
 
 absl::StatusOr<std::string> AuthenticateCall(const grpc::ServerContext& ctx,
-                                             const TokenTable& tokens) {
+                                             const TokenTable& tokens, const Clock* clock) {
   const auto& md = ctx.client_metadata();
   const auto range =
       md.equal_range(grpc::string_ref(kAuthorizationKey.data(), kAuthorizationKey.size()));
@@ -161,9 +203,22 @@ absl::StatusOr<std::string> AuthenticateCall(const grpc::ServerContext& ctx,
     return absl::UnauthenticatedError(
         "\"authorization\" metadata is not of the form \"Bearer <token>\"");
   }
-  std::optional<std::string> tenant = tokens.Lookup(*token);
-  if (!tenant) return absl::UnauthenticatedError("unknown bearer token");
-  return *std::move(tenant);
+  if (clock == nullptr) clock = Clock::Real();
+  TokenMatch m = tokens.Check(*token, clock->NowUnixMillis());
+  switch (m.state) {
+    case TokenState::kUnknown:
+      return absl::UnauthenticatedError("unknown bearer token");
+    case TokenState::kExpired:
+      // The caller holds this token, so saying it expired (and when) reveals nothing new and
+      // tells an operator what to rotate.
+      return absl::UnauthenticatedError(
+          absl::StrCat("bearer token expired at ",
+                       absl::FormatTime(absl::RFC3339_sec, absl::FromUnixMillis(m.expires_unix_ms),
+                                        absl::UTCTimeZone())));
+    case TokenState::kValid:
+      break;
+  }
+  return std::move(m.tenant);
 }
 
 }  // namespace sparsefill::auth

@@ -37,6 +37,8 @@ class Coordinator {
  public:
   using ProgressSink = std::function<absl::Status(const v1::PrefillProgress&)>;
   using ChunkSink = std::function<absl::Status(const v1::KvChunk&)>;
+  // Chunks as they pass through: checked, bytes untouched (what the gRPC service forwards).
+  using RelaySink = std::function<absl::Status(const RelayChunk&)>;
 
   // Opens the registry in `store` (not owned; must outlive the coordinator) and probes the
   // workers once. Background loops start with Start().
@@ -60,6 +62,12 @@ class Coordinator {
   // Each layer as soon as it is ready on every shard: its hot blocks from every shard; then the
   // cold blocks unless hot_only. Chunks carry global block indices and the workers' xxh64.
   absl::Status StreamCache(const RequestContext& rc, const v1::StreamCacheRequest& request,
+                           const RelaySink& sink);
+  absl::Status FetchBlocks(const RequestContext& rc, const v1::FetchBlocksRequest& request,
+                           const RelaySink& sink);
+  // The same with every chunk parsed into a message (a copy of its bytes; for in-process
+  // callers that want messages, not for the serving path).
+  absl::Status StreamCache(const RequestContext& rc, const v1::StreamCacheRequest& request,
                            const ChunkSink& sink);
   absl::Status FetchBlocks(const RequestContext& rc, const v1::FetchBlocksRequest& request,
                            const ChunkSink& sink);
@@ -79,7 +87,7 @@ class Coordinator {
  private:
   struct PreparedPrefill;
   // `sink` counting the chunks' bytes into the stream metrics (`sink` itself when there are none).
-  ChunkSink CountedSink(const ChunkSink& sink) const;
+  RelaySink CountedSink(const RelaySink& sink) const;
   // Prefill without the metrics (Prefill records what this returns and sends).
   absl::Status RunPrefill(const RequestContext& rc, const v1::PrefillRequest& request,
                           const ProgressSink& sink);
@@ -95,12 +103,12 @@ class Coordinator {
   // Deletes every shard of `entry` on its worker (concurrently); OK when all are gone.
   absl::Status DeleteShards(const CacheEntry& entry, Deadline deadline);
   absl::StatusOr<CacheEntry> Lookup(const RequestContext& rc, const std::string& cache_id) const;
-  // ReadBlocks of `ranges` (global indices) from the shard's worker; chunks are checked and
-  // translated to global indices before `on_chunk`.
+  // ReadBlocks of `ranges` (global indices) from the shard's worker; chunks are checked before
+  // `on_chunk`. `hot_pass`: cold runs are announced without their bytes.
   absl::Status ReadShardBlocks(const CacheEntry& entry, const ShardRange& shard,
                                const std::vector<v1::BlockRange>& ranges, Deadline deadline,
-                               Cancellation* cancel,
-                               const std::function<absl::Status(v1::KvChunk&)>& on_chunk);
+                               Cancellation* cancel, bool hot_pass,
+                               const WorkerApi::RelayCallback& on_chunk);
   // Makes the background loop refresh worker health now rather than at its next period.
   void RequestRefresh();
   void Loop();

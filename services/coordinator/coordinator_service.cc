@@ -43,7 +43,60 @@ RequestContext Context(const rpc::CallInfo& call, Cancellation* cancel) {
   return rc;
 }
 
+// rpc::StreamWriter for relayed chunks: the same stop statuses and metrics, the wire message
+// written as it is.
+template <typename Request>
+class RelayWriter {
+ public:
+  RelayWriter(const rpc::CallInfo& call, grpc::ServerSplitStreamer<Request, grpc::ByteBuffer>* out,
+              rpc::RpcMetrics* metrics)
+      : ctx_(call.ctx), method_(call.method), out_(out), metrics_(metrics) {}
+
+  absl::Status Write(const RelayChunk& chunk) {
+    if (!stopped_.ok()) return stopped_;
+    stopped_ = rpc::StreamStopStatus(*ctx_, method_, written_, /*write_failed=*/false);
+    if (!stopped_.ok()) return stopped_;
+    if (!out_->Write(chunk.wire)) {
+      stopped_ = rpc::StreamStopStatus(*ctx_, method_, written_, /*write_failed=*/true);
+      return stopped_;
+    }
+    ++written_;
+    if (metrics_ != nullptr) metrics_->RecordStreamMessage(method_, chunk.wire.Length());
+    return absl::OkStatus();
+  }
+
+ private:
+  grpc::ServerContext* ctx_;
+  std::string_view method_;
+  grpc::ServerSplitStreamer<Request, grpc::ByteBuffer>* out_;
+  rpc::RpcMetrics* metrics_;
+  absl::Status stopped_;
+  int64_t written_ = 0;
+};
+
+// The indices of the methods in the Coordinator service (coordinator.proto order), as the
+// generated WithSplitStreamingMethod_* classes use them.
+constexpr int kStreamCacheMethod = 2;
+constexpr int kFetchBlocksMethod = 3;
+
 }  // namespace
+
+CoordinatorService::CoordinatorService(Coordinator* coordinator,
+                                       rpc::CallHandler::Options handler_options)
+    : coordinator_(coordinator), handler_(handler_options) {
+  MarkMethodStreamed(
+      kStreamCacheMethod,
+      new grpc::internal::SplitServerStreamingHandler<v1::StreamCacheRequest, grpc::ByteBuffer>(
+          [this](grpc::ServerContext* ctx, WireStream<v1::StreamCacheRequest>* out) {
+            return StreamCacheWire(ctx, out);
+          }));
+  MarkMethodStreamed(
+      kFetchBlocksMethod,
+      new grpc::internal::SplitServerStreamingHandler<v1::FetchBlocksRequest, grpc::ByteBuffer>(
+          [this](grpc::ServerContext* ctx, WireStream<v1::FetchBlocksRequest>* out) {
+            return FetchBlocksWire(ctx, out);
+          }));
+}
 
 grpc::Status CoordinatorService::Prefill(grpc::ServerContext* ctx,
                                          const v1::PrefillRequest* request,
@@ -68,25 +121,33 @@ grpc::Status CoordinatorService::GetCache(grpc::ServerContext* ctx,
   });
 }
 
-grpc::Status CoordinatorService::StreamCache(grpc::ServerContext* ctx,
-                                             const v1::StreamCacheRequest* request,
-                                             grpc::ServerWriter<v1::KvChunk>* writer) {
-  return handler_.Handle(ctx, "StreamCache", [&](const rpc::CallInfo& call) {
+grpc::Status CoordinatorService::StreamCacheWire(grpc::ServerContext* ctx,
+                                                 WireStream<v1::StreamCacheRequest>* out) {
+  return handler_.Handle(ctx, "StreamCache", [&](const rpc::CallInfo& call) -> absl::Status {
+    v1::StreamCacheRequest request;
+    if (!out->Read(&request)) {
+      return absl::InvalidArgumentError("StreamCache: no request (or not a StreamCacheRequest)");
+    }
     CancelWatcher watcher(ctx);
-    rpc::StreamWriter<v1::KvChunk> out(call, writer, handler_.metrics());
-    return coordinator_->StreamCache(Context(call, watcher.cancellation()), *request,
-                                     [&](const v1::KvChunk& m) { return out.Write(m); });
+    RelayWriter<v1::StreamCacheRequest> writer(call, out, handler_.metrics());
+    return coordinator_->StreamCache(
+        Context(call, watcher.cancellation()), request,
+        Coordinator::RelaySink([&](const RelayChunk& c) { return writer.Write(c); }));
   });
 }
 
-grpc::Status CoordinatorService::FetchBlocks(grpc::ServerContext* ctx,
-                                             const v1::FetchBlocksRequest* request,
-                                             grpc::ServerWriter<v1::KvChunk>* writer) {
-  return handler_.Handle(ctx, "FetchBlocks", [&](const rpc::CallInfo& call) {
+grpc::Status CoordinatorService::FetchBlocksWire(grpc::ServerContext* ctx,
+                                                 WireStream<v1::FetchBlocksRequest>* out) {
+  return handler_.Handle(ctx, "FetchBlocks", [&](const rpc::CallInfo& call) -> absl::Status {
+    v1::FetchBlocksRequest request;
+    if (!out->Read(&request)) {
+      return absl::InvalidArgumentError("FetchBlocks: no request (or not a FetchBlocksRequest)");
+    }
     CancelWatcher watcher(ctx);
-    rpc::StreamWriter<v1::KvChunk> out(call, writer, handler_.metrics());
-    return coordinator_->FetchBlocks(Context(call, watcher.cancellation()), *request,
-                                     [&](const v1::KvChunk& m) { return out.Write(m); });
+    RelayWriter<v1::FetchBlocksRequest> writer(call, out, handler_.metrics());
+    return coordinator_->FetchBlocks(
+        Context(call, watcher.cancellation()), request,
+        Coordinator::RelaySink([&](const RelayChunk& c) { return writer.Write(c); }));
   });
 }
 

@@ -75,6 +75,19 @@ absl::Status GrpcWorker::ReadBlocks(const v1::FetchBlocksRequest& request,
   return client_->ReadBlocks(request, on_chunk, ctx.get());
 }
 
+absl::Status GrpcWorker::ReadBlocksRelay(const v1::FetchBlocksRequest& request,
+                                         const RelayCallback& on_chunk, const CallControl& call) {
+  SF_ASSIGN_OR_RETURN(auto ctx, MakeContext(call, "ReadBlocks"));
+  auto reg = Cancellation::OnCancel(call.cancel, [c = ctx.get()] { c->TryCancel(); });
+  return client_->ReadBlocksWire(
+      request,
+      [&](grpc::ByteBuffer& wire) -> absl::Status {
+        SF_ASSIGN_OR_RETURN(RelayChunk chunk, ScanKvChunk(std::move(wire)));
+        return on_chunk(chunk);
+      },
+      ctx.get());
+}
+
 absl::StatusOr<v1::ShardManifest> GrpcWorker::GetShardManifest(const kvstore::CacheId& id,
                                                                const CallControl& call) {
   SF_ASSIGN_OR_RETURN(auto ctx, MakeContext(call, "GetShardManifest"));

@@ -24,6 +24,8 @@ class GrpcWorker final : public WorkerApi {
                             const CallControl& call) override;
   absl::Status ReadBlocks(const v1::FetchBlocksRequest& request, const ChunkCallback& on_chunk,
                           const CallControl& call) override;
+  absl::Status ReadBlocksRelay(const v1::FetchBlocksRequest& request, const RelayCallback& on_chunk,
+                               const CallControl& call) override;
   absl::StatusOr<v1::ShardManifest> GetShardManifest(const kvstore::CacheId& id,
                                                      const CallControl& call) override;
   absl::Status DeleteShard(const kvstore::CacheId& id, const CallControl& call) override;

@@ -46,6 +46,8 @@ struct Flags {
   std::string worker_token_file;
   bool worker_tls = false;
   std::string worker_ca, worker_cert, worker_key, worker_name_override;
+  // Connection limits of the server (defaults from rpc::ServerOptions).
+  sparsefill::rpc::ServerOptions server;
 };
 
 absl::StatusOr<std::string> ReadSecret(const std::string& path) {
@@ -131,7 +133,7 @@ absl::Status Run(const Flags& f) {
   ho.metrics = &rpc_metrics;
   sc::CoordinatorService service(coordinator.get(), ho);
 
-  sparsefill::rpc::ServerOptions so;
+  sparsefill::rpc::ServerOptions so = f.server;
   so.address = f.listen;
   if (!f.tls_cert.empty() || !f.tls_key.empty() || !f.tls_client_ca.empty()) {
     so.security.mode = auth::TransportSecurity::kTls;
@@ -211,7 +213,9 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", f.tls_cert, "PEM server certificate chain (enables TLS)");
   app.add_option("--tls-key", f.tls_key, "PEM server private key");
   app.add_option("--tls-client-ca", f.tls_client_ca, "PEM CA of client certificates (mTLS)");
-  app.add_option("--tokens", f.tokens_file, "bearer tokens file: 'token tenant' per line");
+  app.add_option("--tokens", f.tokens_file,
+                 "bearer tokens file: 'token tenant [expires=RFC3339]' per line (expiry checked "
+                 "on every call)");
   app.add_option("--worker-token-file", f.worker_token_file,
                  "file holding the bearer token sent to workers");
   app.add_flag("--worker-tls", f.worker_tls, "TLS to the workers");
@@ -220,6 +224,27 @@ int main(int argc, char** argv) {
   app.add_option("--worker-key", f.worker_key, "PEM client key for workers (mTLS)");
   app.add_option("--worker-tls-name", f.worker_name_override,
                  "name checked against the workers' certificates");
+  app.add_option("--keepalive-ms", f.server.keepalive_time_ms,
+                 "ping a connection silent this long; close it when no answer comes within "
+                 "--keepalive-timeout-ms (0: off)")
+      ->capture_default_str();
+  app.add_option("--keepalive-timeout-ms", f.server.keepalive_timeout_ms,
+                 "how long a keepalive ping may go unanswered")
+      ->capture_default_str();
+  app.add_option("--max-connection-idle-ms", f.server.max_connection_idle_ms,
+                 "close connections without any call for this long (0: never)")
+      ->capture_default_str();
+  app.add_option("--max-connection-age-ms", f.server.max_connection_age_ms,
+                 "send GOAWAY to connections older than this; their running calls get "
+                 "--max-connection-age-grace-ms more, then are cancelled (0: never)")
+      ->capture_default_str();
+  app.add_option("--max-connection-age-grace-ms", f.server.max_connection_age_grace_ms,
+                 "time running calls keep after that GOAWAY (0: unlimited)")
+      ->capture_default_str();
+  app.add_option("--handshake-timeout-ms", f.server.handshake_timeout_ms,
+                 "a new connection must complete TLS and the HTTP/2 preface within this (0: "
+                 "gRPC's 120 s)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   const absl::Status s = Run(f);
   if (!s.ok()) {

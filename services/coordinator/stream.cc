@@ -2,19 +2,30 @@
 // passed on with their xxh64. Workers index a shard's blocks from its first block (shard-local);
 // decode nodes see global block indices.
 #include <algorithm>
+#include <limits>
 #include <map>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "services/coordinator/coordinator.h"
 #include "services/rpc/convert.h"
 #include "sparsefill/common/status.h"
 
 namespace sparsefill::coordinator {
+namespace {
 
-absl::Status Coordinator::ReadShardBlocks(
-    const CacheEntry& entry, const ShardRange& shard, const std::vector<v1::BlockRange>& ranges,
-    Deadline deadline, Cancellation* cancel,
-    const std::function<absl::Status(v1::KvChunk&)>& on_chunk) {
+// first + n for error messages, saturated: a client or worker may send a first block near 2^63.
+int64_t RangeEnd(int64_t first, int64_t n) {
+  int64_t end = 0;
+  return __builtin_add_overflow(first, n, &end) ? std::numeric_limits<int64_t>::max() : end;
+}
+
+}  // namespace
+
+absl::Status Coordinator::ReadShardBlocks(const CacheEntry& entry, const ShardRange& shard,
+                                          const std::vector<v1::BlockRange>& ranges,
+                                          Deadline deadline, Cancellation* cancel, bool hot_pass,
+                                          const WorkerApi::RelayCallback& on_chunk) {
   WorkerApi* w = workers_->Find(shard.address);
   if (w == nullptr) {
     return absl::UnavailableError(absl::StrCat("worker ", shard.address, " holding shard ",
@@ -28,25 +39,35 @@ absl::Status Coordinator::ReadShardBlocks(
   const int64_t end = ShardEndBlock(shard, b);
   v1::FetchBlocksRequest req;
   req.set_cache_id(rpc::CacheIdToBytes(entry.id));
+  req.set_hot_pass(hot_pass);
   for (const v1::BlockRange& r : ranges) *req.add_ranges() = r;
   const std::string id_bytes = rpc::CacheIdToBytes(entry.id);
-  absl::Status s = w->ReadBlocks(
+  absl::Status s = w->ReadBlocksRelay(
       req,
-      [&](v1::KvChunk& in) -> absl::Status {
+      [&](RelayChunk& chunk) -> absl::Status {
         // Structural checks only; the checksums travel on untouched for the decode node to
-        // verify (it must anyway: DESIGN §6).
+        // verify (it must anyway: DESIGN §6), and so do the bytes: the chunk leaves in the wire
+        // message it came in, so it must already name this cache.
+        const v1::KvChunk& in = chunk.header;
+        // A hot pass announces cold runs without their bytes (FetchBlocksRequest.hot_pass).
+        const bool announced =
+            hot_pass && !in.hot() && in.xxh64_size() == 0 && chunk.data_bytes == 0;
         if (in.layer() < 0 || in.layer() >= entry.layout.num_layers || in.kv_head() < 0 ||
             in.kv_head() >= entry.layout.kv_heads || in.num_blocks() <= 0 ||
-            in.first_block() < first || in.first_block() + in.num_blocks() > end ||
-            in.xxh64_size() != in.num_blocks()) {
+            in.first_block() < first || in.first_block() > end - in.num_blocks() ||
+            (!announced && in.xxh64_size() != in.num_blocks())) {
           return absl::DataLossError(absl::StrCat(
               "worker ", w->address(), " sent a malformed chunk for cache ", entry.id.ToHex(),
               ": layer ", in.layer(), " head ", in.kv_head(), " blocks [", in.first_block(), ", ",
-              in.first_block() + in.num_blocks(), ") outside its shard [", first, ", ", end,
-              ") or with ", in.xxh64_size(), " checksums"));
+              RangeEnd(in.first_block(), in.num_blocks()), ") outside its shard [", first, ", ",
+              end, ") or with ", in.xxh64_size(), " checksums"));
         }
-        in.set_cache_id(id_bytes);  // forwarded in place: the block bytes are not copied
-        return on_chunk(in);
+        if (in.cache_id() != id_bytes) {
+          return absl::DataLossError(absl::StrCat("worker ", w->address(),
+                                                  " sent a chunk of another cache when asked for ",
+                                                  entry.id.ToHex()));
+        }
+        return on_chunk(chunk);
       },
       CallControl{deadline, cancel});
   // Cancelled without our asking: the worker's server went away mid-call.
@@ -56,20 +77,49 @@ absl::Status Coordinator::ReadShardBlocks(
   return s;
 }
 
-Coordinator::ChunkSink Coordinator::CountedSink(const ChunkSink& sink) const {
+Coordinator::RelaySink Coordinator::CountedSink(const RelaySink& sink) const {
   metrics::StreamMetricSet* m = options_.stream_metrics;
   if (m == nullptr) return sink;
-  return [m, &sink](const v1::KvChunk& chunk) {
+  return [m, &sink](const RelayChunk& chunk) {
     absl::Status s = sink(chunk);
-    if (s.ok()) m->RecordChunk(chunk.data().size(), chunk.hot());
+    if (s.ok()) m->RecordChunk(chunk.data_bytes, chunk.header.hot());
     return s;
   };
 }
 
+namespace {
+
+Coordinator::RelaySink Parsing(const Coordinator::ChunkSink& sink) {
+  return [&sink](const RelayChunk& chunk) -> absl::Status {
+    SF_ASSIGN_OR_RETURN(v1::KvChunk parsed, ParseRelayed(chunk));
+    return sink(parsed);
+  };
+}
+
+}  // namespace
+
 absl::Status Coordinator::StreamCache(const RequestContext& rc,
                                       const v1::StreamCacheRequest& request,
-                                      const ChunkSink& raw_sink) {
-  const ChunkSink sink = CountedSink(raw_sink);
+                                      const ChunkSink& sink) {
+  return StreamCache(rc, request, Parsing(sink));
+}
+
+absl::Status Coordinator::FetchBlocks(const RequestContext& rc,
+                                      const v1::FetchBlocksRequest& request,
+                                      const ChunkSink& sink) {
+  return FetchBlocks(rc, request, Parsing(sink));
+}
+
+absl::Status Coordinator::StreamCache(const RequestContext& rc,
+                                      const v1::StreamCacheRequest& request,
+                                      const RelaySink& raw_sink) {
+  const RelaySink sink = CountedSink(raw_sink);
+  // Open for the whole call, every return path included: the stalled-stream alert reads it.
+  metrics::StreamMetricSet* const open_metrics = options_.stream_metrics;
+  if (open_metrics != nullptr) open_metrics->StreamOpened();
+  const absl::Cleanup close_stream = [open_metrics] {
+    if (open_metrics != nullptr) open_metrics->StreamClosed();
+  };
   SF_ASSIGN_OR_RETURN(const CacheEntry first, Lookup(rc, request.cache_id()));
   const Deadline deadline = EffectiveDeadline(rc);
   const Deadline worker_deadline = WorkerDeadline(deadline);
@@ -93,19 +143,29 @@ absl::Status Coordinator::StreamCache(const RequestContext& rc,
         ranges.push_back(r);
       }
       SF_RETURN_IF_ERROR(ReadShardBlocks(
-          e, shard, ranges, worker_deadline, rc.cancel, [&](v1::KvChunk& chunk) -> absl::Status {
-            if (chunk.layer() != layer) {
+          e, shard, ranges, worker_deadline, rc.cancel, /*hot_pass=*/true,
+          [&](RelayChunk& chunk) -> absl::Status {
+            const v1::KvChunk& h = chunk.header;
+            if (h.layer() != layer) {
               return absl::DataLossError(absl::StrCat("worker ", shard.address, " sent layer ",
-                                                      chunk.layer(), " when asked for layer ",
-                                                      layer));
+                                                      h.layer(), " when asked for layer ", layer));
             }
-            if (chunk.hot()) return sink(chunk);
+            if (h.hot()) return sink(chunk);
+            // Cold runs next to each other (the same layer and head) are fetched as one range,
+            // so they come back in chunks as large as the worker cuts them.
+            std::vector<v1::BlockRange>& runs = cold[s];
+            if (!runs.empty() && runs.back().layer() == h.layer() &&
+                runs.back().kv_head() == h.kv_head() &&
+                runs.back().first_block() + runs.back().num_blocks() == h.first_block()) {
+              runs.back().set_num_blocks(runs.back().num_blocks() + h.num_blocks());
+              return absl::OkStatus();
+            }
             v1::BlockRange r;
-            r.set_layer(chunk.layer());
-            r.set_kv_head(chunk.kv_head());
-            r.set_first_block(chunk.first_block());
-            r.set_num_blocks(chunk.num_blocks());
-            cold[s].push_back(r);
+            r.set_layer(h.layer());
+            r.set_kv_head(h.kv_head());
+            r.set_first_block(h.first_block());
+            r.set_num_blocks(h.num_blocks());
+            runs.push_back(r);
             return absl::OkStatus();
           }));
     }
@@ -115,15 +175,16 @@ absl::Status Coordinator::StreamCache(const RequestContext& rc,
   for (size_t s = 0; s < e.shards.size(); ++s) {
     if (cold[s].empty()) continue;
     SF_RETURN_IF_ERROR(ReadShardBlocks(e, e.shards[s], cold[s], worker_deadline, rc.cancel,
-                                       [&](v1::KvChunk& chunk) { return sink(chunk); }));
+                                       /*hot_pass=*/false,
+                                       [&](RelayChunk& chunk) { return sink(chunk); }));
   }
   return absl::OkStatus();
 }
 
 absl::Status Coordinator::FetchBlocks(const RequestContext& rc,
                                       const v1::FetchBlocksRequest& request,
-                                      const ChunkSink& raw_sink) {
-  const ChunkSink sink = CountedSink(raw_sink);
+                                      const RelaySink& raw_sink) {
+  const RelaySink sink = CountedSink(raw_sink);
   SF_ASSIGN_OR_RETURN(const CacheEntry e, Lookup(rc, request.cache_id()));
   if (request.ranges().empty()) return absl::InvalidArgumentError("ranges: empty");
   if (e.state == CacheState::kFailed) {
@@ -146,10 +207,12 @@ absl::Status Coordinator::FetchBlocks(const RequestContext& rc,
       return absl::InvalidArgumentError(
           absl::StrCat(f, ".num_blocks: must be positive, got ", r.num_blocks()));
     }
-    if (r.first_block() < 0 || r.first_block() + r.num_blocks() > l.num_blocks()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(f, ": blocks [", r.first_block(), ", ", r.first_block() + r.num_blocks(),
-                       ") are not inside the cache's ", l.num_blocks(), " blocks"));
+    // first_block + num_blocks would overflow for a first_block near 2^63 (found by
+    // tests/fuzz/coordinator_request_fuzzer): compare against the difference instead.
+    if (r.first_block() < 0 || r.first_block() > l.num_blocks() - r.num_blocks()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          f, ": blocks [", r.first_block(), ", ", RangeEnd(r.first_block(), r.num_blocks()),
+          ") are not inside the cache's ", l.num_blocks(), " blocks"));
     }
     if (r.layer() >= e.layers_ready) {
       return absl::FailedPreconditionError(
@@ -168,7 +231,8 @@ absl::Status Coordinator::FetchBlocks(const RequestContext& rc,
       part.set_first_block(lo);
       part.set_num_blocks(static_cast<int32_t>(hi - lo));
       SF_RETURN_IF_ERROR(ReadShardBlocks(e, shard, {part}, worker_deadline, rc.cancel,
-                                         [&](v1::KvChunk& chunk) { return sink(chunk); }));
+                                         /*hot_pass=*/false,
+                                         [&](RelayChunk& chunk) { return sink(chunk); }));
     }
   }
   return absl::OkStatus();

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "services/coordinator/cancellation.h"
+#include "services/coordinator/relay_chunk.h"
 #include "sparsefill/kvstore/layout.h"
 #include "sparsefill/v1/worker.pb.h"
 
@@ -44,6 +45,20 @@ class WorkerApi {
                                     const CallControl& call) = 0;
   virtual absl::Status ReadBlocks(const v1::FetchBlocksRequest& request,
                                   const ChunkCallback& on_chunk, const CallControl& call) = 0;
+  // ReadBlocks for relaying: each chunk with its small fields read and its bytes left in the
+  // wire message (RelayChunk). The default serializes ReadBlocks' chunks; GrpcWorker hands over
+  // the messages as they arrived.
+  using RelayCallback = std::function<absl::Status(RelayChunk&)>;
+  virtual absl::Status ReadBlocksRelay(const v1::FetchBlocksRequest& request,
+                                       const RelayCallback& on_chunk, const CallControl& call) {
+    return ReadBlocks(
+        request,
+        [&](v1::KvChunk& chunk) {
+          RelayChunk relay = RelayOf(chunk);
+          return on_chunk(relay);
+        },
+        call);
+  }
   virtual absl::StatusOr<v1::ShardManifest> GetShardManifest(const kvstore::CacheId& id,
                                                              const CallControl& call) = 0;
   virtual absl::Status DeleteShard(const kvstore::CacheId& id, const CallControl& call) = 0;

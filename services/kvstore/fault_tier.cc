@@ -18,6 +18,12 @@ void FaultInjectingTier::FailPutsOverBudget(uint64_t budget_bytes) {
   std::lock_guard<std::mutex> lock(mu_);
   put_budget_ = budget_bytes;
 }
+void FaultInjectingTier::FailPutsAtRate(double rate, uint64_t seed, absl::Status error) {
+  std::lock_guard<std::mutex> lock(mu_);
+  put_error_rate_ = rate > 0.0 ? rate : 0.0;
+  rate_state_ = seed;
+  rate_error_ = std::move(error);
+}
 void FaultInjectingTier::CorruptOnPut(KeyPredicate which) {
   std::lock_guard<std::mutex> lock(mu_);
   corrupt_on_put_ = std::move(which);
@@ -47,6 +53,17 @@ absl::Status FaultInjectingTier::PutBlocks(std::span<const BlockWrite> blocks, b
   if (fail_put_at_ != 0 && puts_ == fail_put_at_) {
     ++injected_;
     return put_error_;
+  }
+  if (put_error_rate_ > 0.0) {
+    // splitmix64: a fixed, seedable sequence without pulling a generator into the header.
+    uint64_t z = (rate_state_ += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    if (static_cast<double>(z >> 11) * 0x1.0p-53 < put_error_rate_) {
+      ++injected_;
+      return rate_error_;
+    }
   }
   if (put_budget_ != 0) {
     uint64_t add = 0;

@@ -29,11 +29,16 @@ KvStoreMetricSet::KvStoreMetricSet(prometheus::Registry& registry) {
                       .Name("sparsefill_kv_evicted_blocks_total")
                       .Help("Blocks demoted out of the tier to stay within its budget")
                       .Register(registry);
+  auto& budget = prometheus::BuildGauge()
+                     .Name("sparsefill_kv_budget_bytes")
+                     .Help("Byte budget of the tier; 0 when it is unbounded")
+                     .Register(registry);
   for (int t = 0; t < 3; ++t) {
     const std::map<std::string, std::string> labels = {
         {"tier", std::string(kvstore::TierName(static_cast<kvstore::Tier>(t)))}};
     tiers_[t] = {&bytes.Add(labels), &blocks.Add(labels),   &offload.Add(labels),
-                 &read.Add(labels),  &checksum.Add(labels), &evicted.Add(labels)};
+                 &read.Add(labels),  &checksum.Add(labels), &evicted.Add(labels),
+                 &budget.Add(labels)};
   }
 }
 
@@ -66,6 +71,10 @@ void KvStoreMetricSet::OnRead(kvstore::Tier tier, uint64_t bytes) {
 
 void KvStoreMetricSet::OnChecksumFailure(kvstore::Tier tier) {
   if (PerTier* t = Of(tier)) t->checksum_failures->Increment();
+}
+
+void KvStoreMetricSet::SetBudget(kvstore::Tier tier, uint64_t bytes) {
+  if (PerTier* t = Of(tier)) t->budget_bytes->Set(static_cast<double>(bytes));
 }
 
 void KvStoreMetricSet::OnEviction(kvstore::Tier tier, int64_t blocks) {

@@ -27,6 +27,9 @@ class KvStoreMetricSet final : public kvstore::KvStoreMetrics {
   void OnRead(kvstore::Tier tier, uint64_t bytes) override;
   void OnChecksumFailure(kvstore::Tier tier) override;
   void OnEviction(kvstore::Tier tier, int64_t blocks) override;
+  // sparsefill_kv_budget_bytes{tier}: the tier's byte budget (0: unbounded), so that alerts can
+  // compare sparsefill_kv_bytes against it without repeating each worker's flags.
+  void SetBudget(kvstore::Tier tier, uint64_t bytes);
 
  private:
   struct PerTier {
@@ -36,6 +39,7 @@ class KvStoreMetricSet final : public kvstore::KvStoreMetrics {
     prometheus::Counter* read_bytes = nullptr;
     prometheus::Counter* checksum_failures = nullptr;
     prometheus::Counter* evicted_blocks = nullptr;
+    prometheus::Gauge* budget_bytes = nullptr;
   };
   // Returns null for a tier value outside the enum (never dereferenced then).
   PerTier* Of(kvstore::Tier tier);

@@ -51,7 +51,12 @@ void WorkerHealthMetricSet::Set(std::string_view worker_address, bool healthy) {
 }
 
 StreamMetricSet::StreamMetricSet(prometheus::Registry& registry)
-    : bytes_(prometheus::BuildCounter()
+    : open_streams_(prometheus::BuildGauge()
+                        .Name("sparsefill_stream_open_streams")
+                        .Help("StreamCache calls in progress")
+                        .Register(registry)
+                        .Add({})),
+      bytes_(prometheus::BuildCounter()
                  .Name("sparsefill_stream_bytes_total")
                  .Help("KV block bytes streamed to decode nodes")
                  .Register(registry)
@@ -67,6 +72,9 @@ void StreamMetricSet::RecordChunk(uint64_t bytes, bool hot) {
   bytes_.Increment(static_cast<double>(bytes));
   (hot ? hot_chunks_ : cold_chunks_).Increment();
 }
+
+void StreamMetricSet::StreamOpened() { open_streams_.Increment(); }
+void StreamMetricSet::StreamClosed() { open_streams_.Decrement(); }
 
 std::string_view BuildVersion() { return SPARSEFILL_VERSION; }
 std::string_view BuildCommit() { return SPARSEFILL_GIT_COMMIT; }

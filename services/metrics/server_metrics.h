@@ -40,13 +40,18 @@ class WorkerHealthMetricSet {
 };
 
 // sparsefill_stream_bytes_total and sparsefill_stream_chunks_total{kind="hot"|"cold"}: KV block
-// bytes the coordinator passed on to decode nodes (StreamCache and FetchBlocks).
+// bytes the coordinator passed on to decode nodes (StreamCache and FetchBlocks);
+// sparsefill_stream_open_streams: StreamCache calls in progress, so that a stream that is open but
+// moves no bytes can be told apart from no stream at all (the stalled-stream alert).
 class StreamMetricSet {
  public:
   explicit StreamMetricSet(prometheus::Registry& registry);
   void RecordChunk(uint64_t bytes, bool hot);
+  void StreamOpened();
+  void StreamClosed();
 
  private:
+  prometheus::Gauge& open_streams_;
   prometheus::Counter& bytes_;
   prometheus::Family<prometheus::Counter>& chunks_;
   prometheus::Counter& hot_chunks_;

@@ -25,7 +25,8 @@ void OstreamCallLogger::LogCall(const CallRecord& record) {
 absl::Status CallHandler::Admit(CallInfo* call) const {
   call->deadline = ServerDeadline(*call->ctx);
   if (options_.tokens != nullptr) {
-    SF_ASSIGN_OR_RETURN(call->tenant, auth::AuthenticateCall(*call->ctx, *options_.tokens));
+    SF_ASSIGN_OR_RETURN(call->tenant,
+                        auth::AuthenticateCall(*call->ctx, *options_.tokens, options_.clock));
   }
   // A call whose deadline passed while it waited for a thread is not worth starting.
   return CheckDeadline(call->deadline, call->method);

@@ -87,6 +87,8 @@ class CallHandler {
     // UNAUTHENTICATED before the handler runs. Default null: no authentication (loopback tests,
     // internal servers behind mutual TLS). Not owned; must outlive the handler.
     const auth::TokenTable* tokens = nullptr;
+    // Token expiry is judged on this clock. Default null: real time. Not owned.
+    const Clock* clock = nullptr;
     // Default null: no log line. Not owned.
     CallLogger* logger = nullptr;
     // Default null: no metrics. Not owned.

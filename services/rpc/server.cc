@@ -1,6 +1,8 @@
 #include "services/rpc/server.h"
 
+#include <limits>
 #include <mutex>
+#include <utility>
 
 #include <grpcpp/ext/health_check_service_server_builder_option.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -48,6 +50,28 @@ absl::Status ServerOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("max_threads: must not be negative, got ", max_threads));
   }
+  const std::pair<const char*, int64_t> durations[] = {
+      {"keepalive_time_ms", keepalive_time_ms},
+      {"keepalive_timeout_ms", keepalive_timeout_ms},
+      {"max_connection_idle_ms", max_connection_idle_ms},
+      {"max_connection_age_ms", max_connection_age_ms},
+      {"max_connection_age_grace_ms", max_connection_age_grace_ms},
+      {"handshake_timeout_ms", handshake_timeout_ms}};
+  for (const auto& [field, value] : durations) {
+    // gRPC takes these as int milliseconds.
+    if (value < 0 || value > std::numeric_limits<int>::max()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": must be 0 (off) or a positive number of milliseconds below 2^31, got ", value));
+    }
+  }
+  if (keepalive_time_ms > 0 && keepalive_timeout_ms == 0) {
+    return absl::InvalidArgumentError(
+        "keepalive_timeout_ms: must be positive when keepalive_time_ms is set");
+  }
+  if (max_connection_age_grace_ms > 0 && max_connection_age_ms == 0) {
+    return absl::InvalidArgumentError(
+        "max_connection_age_grace_ms: set, but max_connection_age_ms is off");
+  }
   return security.Validate();
 }
 
@@ -83,6 +107,25 @@ absl::StatusOr<std::unique_ptr<RunningServer>> StartServer(
   // gRPC shares ports between servers by default (SO_REUSEPORT); two sparsefill servers on one
   // port is a misconfiguration that must fail loudly.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  const auto ms = [](int64_t v) { return static_cast<int>(v); };  // range-checked in Validate
+  if (options.keepalive_time_ms > 0) {
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, ms(options.keepalive_time_ms));
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ms(options.keepalive_timeout_ms));
+  }
+  if (options.max_connection_idle_ms > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, ms(options.max_connection_idle_ms));
+  }
+  if (options.max_connection_age_ms > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, ms(options.max_connection_age_ms));
+    if (options.max_connection_age_grace_ms > 0) {
+      builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                                 ms(options.max_connection_age_grace_ms));
+    }
+  }
+  if (options.handshake_timeout_ms > 0) {
+    builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                               ms(options.handshake_timeout_ms));
+  }
   if (options.max_threads > 0) {
     grpc::ResourceQuota quota("sparsefill");
     quota.SetMaxThreads(options.max_threads);

@@ -31,6 +31,30 @@ struct ServerOptions {
   // Threads serving synchronous calls: 0 keeps gRPC's default. Default 0.
   int max_threads = 0;
 
+  // Connection hygiene: a peer that stalls or vanishes must not hold a connection (and the
+  // calls, threads and buffers on it) forever. Durations in milliseconds; 0 turns one off.
+  //
+  // The server pings a connection after this long without traffic and closes it when no answer
+  // comes within keepalive_timeout_ms: ends connections of crashed or unplugged peers, which
+  // TCP alone notices only after hours. Default 60 s / 20 s.
+  int64_t keepalive_time_ms = 60'000;
+  int64_t keepalive_timeout_ms = 20'000;
+  // A connection without any call for this long is closed (GOAWAY; clients reconnect on their
+  // next call). Default 10 minutes.
+  int64_t max_connection_idle_ms = 600'000;
+  // A connection older than this is told to go away (GOAWAY: no new calls on it; clients open
+  // a new one transparently); its running calls get max_connection_age_grace_ms more, then are
+  // cancelled. The only limit that ends a call whose client keeps its connection alive but
+  // never reads and set no deadline. Default 2 hours + 1 hour grace: a call of up to an hour
+  // (long prefills and streams run for many minutes) is never cut, a stalled one is held at
+  // most 3 hours.
+  int64_t max_connection_age_ms = 7'200'000;
+  int64_t max_connection_age_grace_ms = 3'600'000;
+  // A new connection must finish its TLS handshake and send the HTTP/2 preface and SETTINGS
+  // within this long, else it is closed (a client that stalls mid-preface). gRPC's own default
+  // is 120 s. Default 20 s.
+  int64_t handshake_timeout_ms = 20'000;
+
   absl::Status Validate() const;
 };
 

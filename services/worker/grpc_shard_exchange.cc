@@ -2,6 +2,7 @@
 
 #include <condition_variable>
 #include <cstring>
+#include <span>
 #include <utility>
 
 #include <grpcpp/client_context.h>
@@ -155,45 +156,92 @@ absl::Status GrpcShardExchange::Check(std::span<const int32_t> missing) {
   return absl::OkStatus();
 }
 
-absl::Status GrpcShardExchange::PostToPeers(int32_t layer, std::string_view tag,
-                                            std::string_view data, SystemTime deadline) {
-  const int32_t world = layout_.world_size();
+namespace {
+
+// PutPayload of `payload` to every stub at once (null stubs are skipped). Returns each call's
+// status, [stubs.size()]. `stop`, polled every `poll`, cancels the calls still in flight and
+// ends the wait early (its status is returned for those calls), so a cancelled job does not sit
+// out a peer's full deadline.
+std::vector<grpc::Status> PostAll(std::span<v1::Worker::Stub* const> stubs,
+                                  const v1::PeerPayload& payload, SystemTime deadline,
+                                  const std::function<absl::Status()>& stop,
+                                  std::chrono::milliseconds poll) {
   struct Call {
     grpc::ClientContext ctx;
     v1::PeerAck ack;
     grpc::Status status;
+    bool done = false;
   };
-  std::vector<std::unique_ptr<Call>> calls(static_cast<size_t>(world));
+  std::vector<std::unique_ptr<Call>> calls(stubs.size());
+  std::mutex mu;
+  std::condition_variable cv;
+  int pending = 0;
+  for (size_t r = 0; r < stubs.size(); ++r) {
+    if (stubs[r] == nullptr) continue;
+    auto& c = calls[r];
+    c = std::make_unique<Call>();
+    c->ctx.set_deadline(deadline);
+    ++pending;
+    Call* call = c.get();
+    stubs[r]->async()->PutPayload(&call->ctx, &payload, &call->ack, [&, call](grpc::Status s) {
+      std::lock_guard<std::mutex> lock(mu);
+      call->status = std::move(s);
+      call->done = true;
+      if (--pending == 0) cv.notify_all();
+    });
+  }
+  absl::Status stopped;
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    while (pending > 0) {
+      if (cv.wait_for(lock, poll, [&] { return pending == 0; })) break;
+      if (!stop) continue;
+      lock.unlock();
+      stopped = stop();
+      lock.lock();
+      if (stopped.ok()) continue;
+      for (auto& c : calls) {
+        if (c != nullptr && !c->done) c->ctx.TryCancel();
+      }
+      // Every callback runs once, cancelled or not; the calls must outlive them.
+      cv.wait(lock, [&] { return pending == 0; });
+    }
+  }
+  std::vector<grpc::Status> out(stubs.size());
+  for (size_t r = 0; r < stubs.size(); ++r) {
+    if (calls[r] == nullptr) continue;
+    out[r] = calls[r]->status;
+    if (!stopped.ok() && !out[r].ok()) out[r] = rpc::ToGrpcStatus(stopped);
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::Status GrpcShardExchange::PostToPeers(int32_t layer, std::string_view tag,
+                                            std::string_view data, SystemTime deadline) {
   v1::PeerPayload payload;
   payload.set_job_id(job_bytes_);
   payload.set_layer(layer);
   payload.set_tag(std::string(tag));
   payload.set_from_rank(rank_);
   payload.set_data(std::string(data));
-  std::mutex mu;
-  std::condition_variable cv;
-  int pending = 0;
-  for (int32_t r = 0; r < world; ++r) {
-    if (r == rank_) continue;
-    auto& c = calls[static_cast<size_t>(r)];
-    c = std::make_unique<Call>();
-    c->ctx.set_deadline(deadline);
-    ++pending;
-    Call* call = c.get();
-    stubs_[static_cast<size_t>(r)]->async()->PutPayload(&call->ctx, &payload, &call->ack,
-                                                        [&, call](grpc::Status s) {
-                                                          std::lock_guard<std::mutex> lock(mu);
-                                                          call->status = std::move(s);
-                                                          if (--pending == 0) cv.notify_all();
-                                                        });
+  std::vector<v1::Worker::Stub*> stubs;
+  for (const auto& s : stubs_) stubs.push_back(s.get());
+  // An abort notice goes out whatever happened; any other post ends with the job (cancelled by
+  // its caller, or aborted by a peer meanwhile).
+  std::function<absl::Status()> stop;
+  if (tag != kAbortTag) {
+    stop = [this]() -> absl::Status {
+      if (cancelled_ && cancelled_()) {
+        return absl::CancelledError("the ExecuteShard call was cancelled by its caller");
+      }
+      return mailbox_->failure();
+    };
   }
-  {
-    std::unique_lock<std::mutex> lock(mu);
-    cv.wait(lock, [&] { return pending == 0; });  // every call has a deadline
-  }
-  for (int32_t r = 0; r < world; ++r) {
-    if (r == rank_) continue;
-    const grpc::Status& s = calls[static_cast<size_t>(r)]->status;
+  const std::vector<grpc::Status> statuses = PostAll(stubs, payload, deadline, stop, options_.poll);
+  for (int32_t r = 0; r < static_cast<int32_t>(statuses.size()); ++r) {
+    const grpc::Status& s = statuses[static_cast<size_t>(r)];
     if (!s.ok()) {
       const absl::Status a = rpc::FromGrpcStatus(s);
       return absl::Status(
@@ -308,6 +356,28 @@ void GrpcShardExchange::Abort(const absl::Status& why) {
   IgnoreError(PostToPeers(-1, kAbortTag, EncodeAbort(why), deadline),
               "an abort notice is best effort: a peer that misses it fails at its own deadline "
               "or when it cannot reach this rank");
+}
+
+void GrpcExchangeFactory::AbortPeers(const ShardJob& job, const absl::Status& why) {
+  std::vector<std::unique_ptr<v1::Worker::Stub>> owned;
+  std::vector<v1::Worker::Stub*> stubs;
+  for (size_t r = 0; r < job.peer_addresses.size(); ++r) {
+    const std::string& address = job.peer_addresses[r];
+    if (static_cast<int32_t>(r) == job.rank || address.empty()) continue;
+    auto ch = channels_->Get(address);
+    if (!ch.ok()) continue;  // a peer we cannot dial learns at its own deadline
+    owned.push_back(v1::Worker::NewStub(*ch));
+    stubs.push_back(owned.back().get());
+  }
+  if (stubs.empty()) return;
+  v1::PeerPayload payload;
+  payload.set_job_id(rpc::CacheIdToBytes(job.id));
+  payload.set_layer(-1);
+  payload.set_tag(std::string(kAbortTag));
+  payload.set_from_rank(job.rank);
+  payload.set_data(EncodeAbort(why));
+  // Best effort: a peer that misses the notice fails at its own deadline; the answers are moot.
+  PostAll(stubs, payload, std::chrono::system_clock::now() + kAbortTimeout, nullptr, options_.poll);
 }
 
 absl::StatusOr<std::unique_ptr<engine::ShardExchange>> GrpcExchangeFactory::Create(

@@ -117,6 +117,7 @@ class GrpcExchangeFactory final : public ShardExchangeFactory {
   absl::StatusOr<std::unique_ptr<engine::ShardExchange>> Create(
       const ShardJob& job, const engine::ShardLayout& layout,
       std::shared_ptr<JobMailbox> mailbox) override;
+  void AbortPeers(const ShardJob& job, const absl::Status& why) override;
 
  private:
   PeerChannels* channels_;

@@ -240,7 +240,13 @@ absl::Status PeerMailbox::Options::Validate() const {
 
 PeerMailbox::PeerMailbox() : PeerMailbox(Options{}) {}
 
-void PeerMailbox::CollectGarbageLocked(SteadyTime now) {
+size_t PeerMailbox::CollectGarbage() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return CollectGarbageLocked(std::chrono::steady_clock::now());
+}
+
+size_t PeerMailbox::CollectGarbageLocked(SteadyTime now) {
+  size_t dropped = 0;
   for (auto it = jobs_.begin(); it != jobs_.end();) {
     const bool idle = !it->second.attached || it->second.box->finished();
     if (idle && now - it->second.touched > options_.linger) {
@@ -250,10 +256,12 @@ void PeerMailbox::CollectGarbageLocked(SteadyTime now) {
             absl::StrCat("job ", it->first, " was never started on this worker")));
       }
       it = jobs_.erase(it);
+      ++dropped;
     } else {
       ++it;
     }
   }
+  return dropped;
 }
 
 absl::StatusOr<std::shared_ptr<JobMailbox>> PeerMailbox::Open(const std::string& job) {

@@ -118,6 +118,10 @@ class PeerMailbox {
   absl::StatusOr<std::shared_ptr<JobMailbox>> Attach(const std::string& job);
   // The local ExecuteShard ended with `how`: the mailbox lingers, then is dropped.
   void Detach(const std::string& job, const absl::Status& how);
+  // Drops the mailboxes whose linger has passed (finished jobs, and jobs peers posted to that
+  // never started here, whose waiters are told so); returns how many. Open calls it too, but a
+  // worker that gets no new jobs must call it on a timer (Worker::ExpireCaches does).
+  size_t CollectGarbage();
   size_t size() const;
 
  private:
@@ -126,7 +130,7 @@ class PeerMailbox {
     bool attached = false;
     SteadyTime touched;  // created, or finished
   };
-  void CollectGarbageLocked(SteadyTime now);
+  size_t CollectGarbageLocked(SteadyTime now);
 
   Options options_;
   mutable std::mutex mu_;

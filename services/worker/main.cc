@@ -2,11 +2,13 @@
 // peer exchange, block reads) with grpc.health.v1 and reflection. Flags live here only; see
 // services/worker/README.md.
 #include <signal.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -32,6 +34,7 @@
 #include "services/worker/worker.h"
 #include "services/worker/worker_service.h"
 #include "sparsefill/common/status.h"
+#include "sparsefill/kvstore/fault_tier.h"
 
 namespace sparsefill::worker {
 namespace {
@@ -57,11 +60,30 @@ constexpr char kUsage[] = R"(usage: sparsefill-worker --model NAME=DIR --store D
   --tls-client-ca FILE     PEM CA bundle: require client certificates (mutual TLS)
   --peer-ca FILE           PEM roots verifying peers' certificates (default: system roots)
   --peer-tls-name NAME     name checked against peers' certificates instead of their host
-  --tokens FILE            bearer tokens of incoming calls ("token tenant" per line); without
-                           it calls are not authenticated
+  --tokens FILE            bearer tokens of incoming calls ("token tenant [expires=RFC3339]"
+                           per line); without it calls are not authenticated. Give workers a
+                           file of internal tokens only, never the clients' tokens file
   --peer-token TOKEN       bearer token this worker sends to its peers
   --peer-token-file FILE   the same, read from a file (first line)
   --log-calls              one line per finished call on stderr
+  --keepalive-ms MS        ping a connection silent this long and close it when no answer
+                           comes within --keepalive-timeout-ms (default 60000 / 20000; 0: off)
+  --keepalive-timeout-ms MS
+  --max-connection-idle-ms MS
+                           close connections without any call for this long (default 600000;
+                           0: never)
+  --max-connection-age-ms MS
+                           GOAWAY to connections older than this; their running calls get
+                           --max-connection-age-grace-ms more, then are cancelled (default
+                           7200000 + 3600000; 0: never / unlimited grace)
+  --max-connection-age-grace-ms MS
+  --handshake-timeout-ms MS
+                           a new connection must finish TLS and the HTTP/2 preface within this
+                           (default 20000; 0: gRPC's 120 s)
+  --inject-write-errors RATE[:SEED]
+                           failure drills: each RocksDB block batch fails with probability RATE
+                           (0..1) through the fault-injecting tier, like a failing disk (default
+                           0: off). Also read from SPARSEFILL_INJECT_WRITE_ERRORS.
   --help                   this text
 )";
 
@@ -78,10 +100,32 @@ struct Flags {
   std::string tls_cert, tls_key, tls_client_ca, peer_ca, peer_tls_name;
   std::string tokens_file, peer_token, peer_token_file;
   bool log_calls = false;
+  rpc::ServerOptions server;  // connection limits; defaults from rpc::ServerOptions
+  double inject_write_errors = 0.0;
+  uint64_t inject_seed = 0;
 };
+
+absl::Status ParseInjectWriteErrors(const std::string& v, Flags& f) {
+  const size_t colon = v.find(':');
+  const std::string rate = v.substr(0, colon);
+  if (!absl::SimpleAtod(rate, &f.inject_write_errors) || !(f.inject_write_errors >= 0.0) ||
+      f.inject_write_errors > 1.0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--inject-write-errors: \"", v, "\" is not RATE[:SEED] with RATE in [0, 1]"));
+  }
+  f.inject_seed = static_cast<uint64_t>(::getpid());
+  if (colon != std::string::npos && !absl::SimpleAtoi(v.substr(colon + 1), &f.inject_seed)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--inject-write-errors: \"", v, "\": SEED is not an unsigned integer"));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
   Flags f;
+  if (const char* env = std::getenv("SPARSEFILL_INJECT_WRITE_ERRORS"); env && *env) {
+    SF_RETURN_IF_ERROR(ParseInjectWriteErrors(env, f));
+  }
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     std::string name = arg, value;
@@ -152,6 +196,21 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       SF_ASSIGN_OR_RETURN(f.peer_token_file, take());
     } else if (name == "--log-calls") {
       f.log_calls = true;
+    } else if (name == "--keepalive-ms") {
+      SF_ASSIGN_OR_RETURN(f.server.keepalive_time_ms, integer(0));
+    } else if (name == "--keepalive-timeout-ms") {
+      SF_ASSIGN_OR_RETURN(f.server.keepalive_timeout_ms, integer(0));
+    } else if (name == "--max-connection-idle-ms") {
+      SF_ASSIGN_OR_RETURN(f.server.max_connection_idle_ms, integer(0));
+    } else if (name == "--max-connection-age-ms") {
+      SF_ASSIGN_OR_RETURN(f.server.max_connection_age_ms, integer(0));
+    } else if (name == "--max-connection-age-grace-ms") {
+      SF_ASSIGN_OR_RETURN(f.server.max_connection_age_grace_ms, integer(0));
+    } else if (name == "--handshake-timeout-ms") {
+      SF_ASSIGN_OR_RETURN(f.server.handshake_timeout_ms, integer(0));
+    } else if (name == "--inject-write-errors") {
+      SF_ASSIGN_OR_RETURN(std::string v, take());
+      SF_RETURN_IF_ERROR(ParseInjectWriteErrors(v, f));
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag \"", arg, "\" (see --help)"));
     }
@@ -202,12 +261,23 @@ int Run(int argc, char** argv) {
   wo.backend = f.backend;
   wo.store_dir = f.store;
   wo.host_budget_bytes = f.host_budget;
+  kv_metrics.SetBudget(kvstore::Tier::kHost, f.host_budget);
   wo.placement.hot_blocks = f.hot_blocks;
   // Init + local blocks are always hot, so they must fit in --hot-blocks.
   wo.placement.local_blocks = std::max<int32_t>(
       0, std::min<int32_t>(wo.placement.local_blocks, f.hot_blocks - wo.placement.init_blocks));
   if (f.hot_blocks < wo.placement.init_blocks) wo.placement.init_blocks = f.hot_blocks;
   wo.default_ttl_ms = f.ttl_seconds * 1000;
+  if (f.inject_write_errors > 0.0) {
+    std::cerr << "sparsefill-worker: injecting RocksDB write errors at rate "
+              << f.inject_write_errors << " (seed " << f.inject_seed << ")\n";
+    wo.wrap_disk_writes = [rate = f.inject_write_errors,
+                           seed = f.inject_seed](std::shared_ptr<kvstore::BlockTier> disk) {
+      auto faults = std::make_shared<kvstore::FaultInjectingTier>(std::move(disk));
+      faults->FailPutsAtRate(rate, seed, absl::UnavailableError("injected RocksDB write error"));
+      return std::shared_ptr<kvstore::BlockTier>(std::move(faults));
+    };
+  }
   auto worker = Worker::Create(wo);
   if (!worker.ok()) {
     std::cerr << "sparsefill-worker: " << worker.status() << "\n";
@@ -246,7 +316,7 @@ int Run(int argc, char** argv) {
     return 2;
   }
 
-  rpc::ServerOptions server_options;
+  rpc::ServerOptions server_options = f.server;
   server_options.address = f.listen;
   if (!f.tls_cert.empty() || !f.tls_key.empty() || !f.tls_client_ca.empty()) {
     server_options.security.mode = auth::TransportSecurity::kTls;

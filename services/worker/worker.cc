@@ -62,6 +62,7 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(const WorkerOptions& opti
   so.default_ttl_ms = options.default_ttl_ms;
   so.clock = w->options_.clock;
   so.metrics = options.kv_metrics;
+  so.wrap_disk_writes = options.wrap_disk_writes;
   SF_ASSIGN_OR_RETURN(w->store_, kvstore::KvStore::Open(so));
   SF_ASSIGN_OR_RETURN(w->records_, ShardRecords::Open(options.store_dir + "/shards"));
   // Open() dropped PENDING caches of a crash: their records go too. A cache without a record
@@ -115,8 +116,6 @@ absl::StatusOr<ShardOutcome> Worker::ExecuteShard(
     const std::function<absl::Status(const ShardLayerEvent&)>& on_layer) {
   const auto t0 = std::chrono::steady_clock::now();
   // ---- Validation: every problem names the request field.
-  SF_ASSIGN_OR_RETURN(engine::Engine * engine, FindModel(job.model));
-  const engine::ModelConfig& c = engine->config();
   const int32_t world = static_cast<int32_t>(job.peer_addresses.size());
   if (world < 1 || job.bounds.size() != static_cast<size_t>(world) + 1) {
     return absl::InvalidArgumentError("peers: at least one peer (this worker) is required");
@@ -125,38 +124,68 @@ absl::StatusOr<ShardOutcome> Worker::ExecuteShard(
     return absl::InvalidArgumentError(absl::StrCat("rank: ", job.rank, " is outside [0, ", world,
                                                    ") (the job has ", world, " peers)"));
   }
+  // From here the peers are known: a rank that cannot take part tells them at once, or they
+  // would wait for it until their deadline.
+  auto refuse = [&](absl::Status why) -> absl::Status {
+    exchanges.AbortPeers(job, why);
+    return why;
+  };
+  auto engine_or = FindModel(job.model);
+  if (!engine_or.ok()) return refuse(engine_or.status());
+  engine::Engine* engine = *engine_or;
+  const engine::ModelConfig& c = engine->config();
   if (job.num_tokens <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("num_tokens: must be positive, got ", job.num_tokens));
+    return refuse(absl::InvalidArgumentError(
+        absl::StrCat("num_tokens: must be positive, got ", job.num_tokens)));
   }
   if (job.bounds.back() != job.num_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("peers: the last shard ends at token ",
-                                                   job.bounds.back(), " but num_tokens is ",
-                                                   job.num_tokens));
+    return refuse(absl::InvalidArgumentError(absl::StrCat("peers: the last shard ends at token ",
+                                                          job.bounds.back(), " but num_tokens is ",
+                                                          job.num_tokens)));
   }
   auto layout_or = engine::ShardLayout::FromBounds(job.bounds, job.selection.block_size);
-  if (!layout_or.ok()) return Field(layout_or.status(), "peers");
+  if (!layout_or.ok()) return refuse(Field(layout_or.status(), "peers"));
   const engine::ShardLayout layout = *std::move(layout_or);
   const engine::TokenRange mine = layout.range(job.rank);
   if (static_cast<int64_t>(job.tokens.size()) != mine.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("tokens: ", job.tokens.size(), " ids, but rank ",
-                                                   job.rank, "'s shard [", mine.begin, ", ",
-                                                   mine.end, ") holds ", mine.size(), " tokens"));
+    return refuse(absl::InvalidArgumentError(
+        absl::StrCat("tokens: ", job.tokens.size(), " ids, but rank ", job.rank, "'s shard [",
+                     mine.begin, ", ", mine.end, ") holds ", mine.size(), " tokens")));
   }
   if (job.ttl_ms < -1) {
-    return absl::InvalidArgumentError(absl::StrCat("ttl_seconds: negative (", job.ttl_ms, " ms)"));
+    return refuse(
+        absl::InvalidArgumentError(absl::StrCat("ttl_seconds: negative (", job.ttl_ms, " ms)")));
   }
   auto plan_or = engine->Plan(job.num_tokens, job.selection);
-  if (!plan_or.ok()) return Field(plan_or.status(), "selection");
+  if (!plan_or.ok()) return refuse(Field(plan_or.status(), "selection"));
   const engine::PrefillPlan plan = *std::move(plan_or);
 
   // ---- The job runs: from here every failure aborts the exchange and drops the cache.
   const std::string job_name = job.id.ToHex();
+  // A second ExecuteShard of a job that runs here is refused without telling the peers: the job
+  // itself is fine.
   SF_ASSIGN_OR_RETURN(std::shared_ptr<JobMailbox> box, mailbox_.Attach(job_name));
+  // While the job runs its record may exist without its cache: expiry must leave it alone.
+  {
+    std::lock_guard<std::mutex> lock(running_mu_);
+    running_.insert(job.id);
+  }
+  struct NotRunning {
+    Worker* w;
+    kvstore::CacheId id;
+    ~NotRunning() {
+      std::lock_guard<std::mutex> lock(w->running_mu_);
+      w->running_.erase(id);
+    }
+  } not_running{this, job.id};
   std::unique_ptr<engine::ShardExchange> exchange;
   bool cache_begun = false, record_written = false;
   auto fail = [&](absl::Status why) -> absl::Status {
-    if (exchange != nullptr) exchange->Abort(why);
+    if (exchange != nullptr) {
+      exchange->Abort(why);
+    } else {
+      exchanges.AbortPeers(job, why);
+    }
     box->Abort(DecodeAbort(EncodeAbort(why), job.rank));
     if (cache_begun) {
       IgnoreError(store_->Abort(job.id),
@@ -289,24 +318,40 @@ absl::Status Worker::DeleteShard(const kvstore::CacheId& id) {
 }
 
 absl::StatusOr<int64_t> Worker::ExpireCaches() {
-  // Only records of caches that existed before and are gone now: a job starting meanwhile has
-  // its record written before its cache.
-  std::vector<kvstore::CacheId> before;
-  for (const kvstore::Manifest& m : store_->ListCaches(/*include_pending=*/true)) {
-    before.push_back(m.id);
-  }
-  SF_ASSIGN_OR_RETURN(int64_t n, store_->ExpireCaches());
-  for (const kvstore::CacheId& id : before) {
-    if (store_->GetManifest(id).status().code() == absl::StatusCode::kNotFound) {
-      SF_RETURN_IF_ERROR(records_->Erase(id));
+  // Peer mailboxes of finished (or never started) jobs go on the same schedule, not only when a
+  // new job happens to open one.
+  mailbox_.CollectGarbage();
+  // Every expired cache and record is tried even when one fails; the failures are reported
+  // together and the next sweep retries them.
+  absl::StatusOr<int64_t> expired = store_->ExpireCaches();
+  absl::Status first = expired.status();
+  std::string failures;
+  if (!expired.ok()) failures = std::string(expired.status().message());
+  // A record whose cache the store no longer serves goes too (expired caches are invisible to
+  // the store's readers at once, removed or not), except the records of jobs still running
+  // here: they are written before their cache exists.
+  for (const ShardRecord& r : records_->List()) {
+    {
+      std::lock_guard<std::mutex> lock(running_mu_);
+      if (running_.contains(r.id)) continue;
     }
+    if (store_->GetManifest(r.id).status().code() != absl::StatusCode::kNotFound) continue;
+    absl::Status s = records_->Erase(r.id);
+    if (s.ok()) continue;
+    if (first.ok()) first = s;
+    absl::StrAppend(&failures, failures.empty() ? "" : "; ", "record of cache ", r.id.ToHex(), ": ",
+                    s.message());
   }
-  return n;
+  if (!first.ok()) {
+    return absl::Status(first.code(), absl::StrCat("expiring caches: ", failures));
+  }
+  return *expired;
 }
 
 absl::Status Worker::ReadBlocks(const kvstore::CacheId& id, std::span<const BlockRun> ranges,
                                 uint64_t chunk_bytes,
-                                const std::function<absl::Status(const BlockChunk&)>& emit) {
+                                const std::function<absl::Status(BlockChunk&)>& emit,
+                                bool hot_pass) {
   SF_ASSIGN_OR_RETURN(ShardRecord r, records_->Get(id));
   SF_ASSIGN_OR_RETURN(kvstore::Manifest m, store_->GetManifest(id));
   const kvstore::CacheLayout& l = m.layout;  // the shard's
@@ -342,7 +387,8 @@ absl::Status Worker::ReadBlocks(const kvstore::CacheId& id, std::span<const Bloc
     size_t chunk_size = 0;
     auto flush = [&]() -> absl::Status {
       if (chunk.run.num_blocks == 0) return absl::OkStatus();
-      // One batched read per chunk: the disk tier fetches its blocks together.
+      // One batched read per chunk: the disk tier fetches its blocks together. (An announced
+      // cold run has no keys: nothing is read.)
       chunk.data.resize(chunk_size);
       std::vector<std::span<uint8_t>> outs;
       outs.reserve(sizes.size());
@@ -351,7 +397,7 @@ absl::Status Worker::ReadBlocks(const kvstore::CacheId& id, std::span<const Bloc
         outs.emplace_back(reinterpret_cast<uint8_t*>(chunk.data.data()) + at, n);
         at += n;
       }
-      SF_RETURN_IF_ERROR(store_->ReadBlocks(keys, outs));
+      if (!keys.empty()) SF_RETURN_IF_ERROR(store_->ReadBlocks(keys, outs));
       SF_RETURN_IF_ERROR(emit(chunk));
       chunk.run.num_blocks = 0;
       chunk.checksums.clear();
@@ -365,8 +411,12 @@ absl::Status Worker::ReadBlocks(const kvstore::CacheId& id, std::span<const Bloc
       const int64_t local = g - b0;
       const kvstore::BlockMeta& meta =
           m.blocks[static_cast<size_t>(l.Index(x.layer, x.kv_head, local))];
+      // Not cut where the tier changes: a hot block evicted to disk in the middle of a run would
+      // otherwise split it into small chunks (each one a message, a syscall and a callback more).
+      // A cold run of a hot pass is only announced, so it is cut by nothing but hot blocks.
+      const bool announce = hot_pass && !meta.hot;
       if (chunk.run.num_blocks > 0 &&
-          (meta.tier != chunk.tier || meta.hot != chunk.hot || chunk_size >= chunk_bytes)) {
+          (meta.hot != chunk.hot || (!announce && chunk_size >= chunk_bytes))) {
         SF_RETURN_IF_ERROR(flush());
       }
       if (chunk.run.num_blocks == 0) {
@@ -374,11 +424,13 @@ absl::Status Worker::ReadBlocks(const kvstore::CacheId& id, std::span<const Bloc
         chunk.tier = meta.tier;
         chunk.hot = meta.hot;
       }
+      chunk.tier = std::max(chunk.tier, meta.tier);  // the coldest: Tier is ordered hot to cold
+      ++chunk.run.num_blocks;
+      if (announce) continue;
       keys.push_back({.cache = id, .layer = x.layer, .head = x.kv_head, .block = local});
       sizes.push_back(l.BlockBytes(local));
       chunk_size += sizes.back();
       chunk.checksums.push_back(meta.checksum);
-      ++chunk.run.num_blocks;
     }
     SF_RETURN_IF_ERROR(flush());
   }

@@ -9,6 +9,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -51,6 +53,10 @@ struct WorkerOptions {
   // The KV store's hooks (bytes and blocks per tier, offload, reads). Default null: none. Not
   // owned; must outlive the worker.
   kvstore::KvStoreMetrics* kv_metrics = nullptr;
+  // Wraps the KV store's RocksDB block writes (KvStoreOptions::wrap_disk_writes), e.g. a
+  // FaultInjectingTier for write-error drills. Default empty: none.
+  std::function<std::shared_ptr<kvstore::BlockTier>(std::shared_ptr<kvstore::BlockTier>)>
+      wrap_disk_writes;
 
   absl::Status Validate() const;
 };
@@ -83,6 +89,11 @@ class ShardExchangeFactory {
   virtual absl::StatusOr<std::unique_ptr<engine::ShardExchange>> Create(
       const ShardJob& job, const engine::ShardLayout& layout,
       std::shared_ptr<JobMailbox> mailbox) = 0;
+  // Tells the job's other ranks (job.peer_addresses but job.rank) that this rank failed before
+  // its exchange existed (bad input, a store error), so they fail fast naming this rank instead
+  // of waiting for their deadline. Best effort; returns once every notice was answered or timed
+  // out.
+  virtual void AbortPeers(const ShardJob& job, const absl::Status& why) = 0;
 };
 
 // This shard's part of one layer (engine counters plus its placement).
@@ -158,16 +169,23 @@ class Worker {
       const ShardJob& job, ShardExchangeFactory& exchanges,
       const std::function<absl::Status(const ShardLayerEvent&)>& on_layer);
 
-  // Streams blocks of stored layers: chunks of consecutive blocks of one (layer, head), cut where
-  // the tier or hot flag changes or once a chunk holds >= chunk_bytes. Ranges use global block
-  // indices and must lie inside this worker's shard.
+  // Streams blocks of stored layers: chunks of consecutive blocks of one (layer, head), cut once a
+  // chunk holds >= chunk_bytes (and where the hot flag changes, so a chunk is all hot or all
+  // cold). `tier` is the coldest tier a chunk's blocks came from. Ranges use global block
+  // indices and must lie inside this worker's shard. `emit` may take the chunk's data (it is
+  // handed over mutable so the bytes need not be copied again). With `hot_pass`, cold blocks
+  // are not read: each cold run comes as a chunk with its place and no data or checksums.
   absl::Status ReadBlocks(const kvstore::CacheId& id, std::span<const BlockRun> ranges,
                           uint64_t chunk_bytes,
-                          const std::function<absl::Status(const BlockChunk&)>& emit);
+                          const std::function<absl::Status(BlockChunk&)>& emit,
+                          bool hot_pass = false);
   absl::StatusOr<ShardInfo> GetShard(const kvstore::CacheId& id) const;
   absl::Status DeleteShard(const kvstore::CacheId& id);
   std::vector<ShardInfo> ListShards() const;
-  // Deletes the shards whose TTL has passed (with their records); returns how many.
+  // Deletes the shards whose TTL has passed (with their records) and returns how many; also
+  // drops the records of caches that are gone and collects idle peer mailboxes. One shard or
+  // record that cannot be removed does not stop the others: every one is tried, and the
+  // failures are returned together, naming each cache (the next sweep retries them).
   absl::StatusOr<int64_t> ExpireCaches();
 
   std::vector<ModelInfo> Models() const;
@@ -192,6 +210,8 @@ class Worker {
   std::unique_ptr<kvstore::KvStore> store_;
   std::unique_ptr<ShardRecords> records_;
   PeerMailbox mailbox_;
+  std::mutex running_mu_;
+  std::set<kvstore::CacheId> running_;  // jobs in ExecuteShard here (their records are kept)
 };
 
 }  // namespace sparsefill::worker

@@ -1,6 +1,7 @@
 #include "services/worker/worker_service.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "services/rpc/convert.h"
 #include "services/rpc/deadline.h"
 #include "services/rpc/stream_writer.h"
+#include "services/worker/wire_chunk.h"
 #include "sparsefill/common/status.h"
 
 namespace sparsefill::worker {
@@ -57,6 +59,17 @@ absl::StatusOr<ShardJob> ToJob(const v1::ShardRequest& req, const Worker& worker
   return job;
 }
 
+// What a request that failed ToJob still says about its job: enough to tell the peers.
+std::optional<ShardJob> PeersOf(const v1::ShardRequest& req) {
+  auto id = rpc::CacheIdFromBytes(req.job_id(), "job_id");
+  if (!id.ok() || req.rank() < 0 || req.rank() >= req.peers_size()) return std::nullopt;
+  ShardJob job;
+  job.id = *id;
+  job.rank = req.rank();
+  for (const v1::ShardPeer& p : req.peers()) job.peer_addresses.push_back(p.address());
+  return job;
+}
+
 v1::ShardManifest ToProto(const ShardInfo& s) {
   v1::ShardManifest m;
   m.set_cache_id(rpc::CacheIdToBytes(s.id));
@@ -81,12 +94,26 @@ absl::Status WorkerService::Options::Validate() const {
   return exchange.Validate();
 }
 
+namespace {
+// The index of ReadBlocks among the Worker service's methods (worker.proto order), as the
+// generated WithSplitStreamingMethod_ReadBlocks uses it.
+constexpr int kReadBlocksMethod = 3;
+}  // namespace
+
 WorkerService::WorkerService(Worker* worker, Options options)
     : worker_(worker),
       options_(options),
       handler_(options.handler),
       channels_(options.peers),
-      exchanges_(&channels_, options.exchange) {}
+      exchanges_(&channels_, options.exchange) {
+  MarkMethodStreamed(
+      kReadBlocksMethod,
+      new grpc::internal::SplitServerStreamingHandler<v1::FetchBlocksRequest, grpc::ByteBuffer>(
+          [this](grpc::ServerContext* ctx,
+                 grpc::ServerSplitStreamer<v1::FetchBlocksRequest, grpc::ByteBuffer>* stream) {
+            return ReadBlocksWire(ctx, stream);
+          }));
+}
 
 absl::StatusOr<std::unique_ptr<WorkerService>> WorkerService::Create(Worker* worker,
                                                                      Options options) {
@@ -98,7 +125,16 @@ absl::StatusOr<std::unique_ptr<WorkerService>> WorkerService::Create(Worker* wor
 grpc::Status WorkerService::ExecuteShard(grpc::ServerContext* ctx, const v1::ShardRequest* req,
                                          grpc::ServerWriter<v1::ShardEvent>* out) {
   return handler_.Handle(ctx, "ExecuteShard", [&](const rpc::CallInfo& call) -> absl::Status {
-    SF_ASSIGN_OR_RETURN(ShardJob job, ToJob(*req, *worker_, call));
+    absl::StatusOr<ShardJob> job_or = ToJob(*req, *worker_, call);
+    if (!job_or.ok()) {
+      // The peers wait for this rank from their first exchange on: a request this rank refuses
+      // (an unknown model, a bad selection) fails them now instead of at their deadline.
+      if (std::optional<ShardJob> peers = PeersOf(*req)) {
+        exchanges_.AbortPeers(*peers, job_or.status());
+      }
+      return job_or.status();
+    }
+    ShardJob job = *std::move(job_or);
     rpc::StreamWriter<v1::ShardEvent> writer(call, out, handler_.metrics());
     metrics::PrefillMetricSet* m = options_.prefill_metrics;
     auto on_layer = [&](const ShardLayerEvent& e) -> absl::Status {
@@ -179,35 +215,55 @@ grpc::Status WorkerService::FetchKv(grpc::ServerContext* ctx, const v1::FetchKvR
   });
 }
 
-grpc::Status WorkerService::ReadBlocks(grpc::ServerContext* ctx, const v1::FetchBlocksRequest* req,
-                                       grpc::ServerWriter<v1::KvChunk>* out) {
-  return handler_.Handle(ctx, "ReadBlocks", [&](const rpc::CallInfo& call) -> absl::Status {
-    SF_ASSIGN_OR_RETURN(kvstore::CacheId id, rpc::CacheIdFromBytes(req->cache_id(), "cache_id"));
+grpc::Status WorkerService::ReadBlocksWire(
+    grpc::ServerContext* ctx,
+    grpc::ServerSplitStreamer<v1::FetchBlocksRequest, grpc::ByteBuffer>* stream) {
+  return handler_.Handle(ctx, "ReadBlocks", [&]() -> absl::Status {
+    v1::FetchBlocksRequest req;
+    if (!stream->Read(&req)) {
+      return absl::InvalidArgumentError(
+          "ReadBlocks: no request message (or one that does not "
+          "parse as a FetchBlocksRequest)");
+    }
+    SF_ASSIGN_OR_RETURN(kvstore::CacheId id, rpc::CacheIdFromBytes(req.cache_id(), "cache_id"));
     std::vector<BlockRun> runs;
-    runs.reserve(static_cast<size_t>(req->ranges_size()));
-    for (const v1::BlockRange& r : req->ranges()) {
+    runs.reserve(static_cast<size_t>(req.ranges_size()));
+    for (const v1::BlockRange& r : req.ranges()) {
       runs.push_back({.layer = r.layer(),
                       .kv_head = r.kv_head(),
                       .first_block = r.first_block(),
                       .num_blocks = r.num_blocks()});
     }
     if (runs.empty()) return absl::InvalidArgumentError("ranges: empty");
-    rpc::StreamWriter<v1::KvChunk> writer(call, out, handler_.metrics());
     const std::string id_bytes = rpc::CacheIdToBytes(id);
-    return worker_->ReadBlocks(id, runs, options_.chunk_bytes,
-                               [&](const BlockChunk& c) -> absl::Status {
-                                 v1::KvChunk m;
-                                 m.set_cache_id(id_bytes);
-                                 m.set_layer(c.run.layer);
-                                 m.set_kv_head(c.run.kv_head);
-                                 m.set_first_block(c.run.first_block);
-                                 m.set_num_blocks(c.run.num_blocks);
-                                 m.set_tier(rpc::TierToProto(c.tier));
-                                 m.set_hot(c.hot);
-                                 for (uint64_t x : c.checksums) m.add_xxh64(x);
-                                 m.set_data(c.data);
-                                 return writer.Write(m);
-                               });
+    int64_t written = 0;
+    return worker_->ReadBlocks(
+        id, runs, options_.chunk_bytes,
+        [&](BlockChunk& c) -> absl::Status {
+          // The checks rpc::StreamWriter makes: a gone client or a passed deadline ends the
+          // stream with the status saying which.
+          SF_RETURN_IF_ERROR(rpc::StreamStopStatus(*ctx, "ReadBlocks", written, false));
+          v1::KvChunk header;
+          header.set_cache_id(id_bytes);
+          header.set_layer(c.run.layer);
+          header.set_kv_head(c.run.kv_head);
+          header.set_first_block(c.run.first_block);
+          header.set_num_blocks(c.run.num_blocks);
+          header.set_tier(rpc::TierToProto(c.tier));
+          header.set_hot(c.hot);
+          header.mutable_xxh64()->Assign(c.checksums.begin(), c.checksums.end());
+          const size_t bytes = c.data.size();
+          grpc::ByteBuffer wire = WireKvChunk(header, std::move(c.data));
+          if (!stream->Write(wire)) {
+            return rpc::StreamStopStatus(*ctx, "ReadBlocks", written, /*write_failed=*/true);
+          }
+          ++written;
+          if (handler_.metrics() != nullptr) {
+            handler_.metrics()->RecordStreamMessage("ReadBlocks", bytes);
+          }
+          return absl::OkStatus();
+        },
+        req.hot_pass());
   });
 }
 

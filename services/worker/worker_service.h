@@ -6,6 +6,9 @@
 #include <cstdint>
 #include <memory>
 
+#include <grpcpp/support/byte_buffer.h>
+#include <grpcpp/support/sync_stream.h>
+
 #include "services/metrics/prefill_metrics.h"
 #include "services/rpc/call_handler.h"
 #include "services/worker/grpc_shard_exchange.h"
@@ -40,8 +43,6 @@ class WorkerService final : public v1::Worker::Service {
                           v1::PeerAck* resp) override;
   grpc::Status FetchKv(grpc::ServerContext* ctx, const v1::FetchKvRequest* req,
                        grpc::ServerWriter<v1::KvRows>* out) override;
-  grpc::Status ReadBlocks(grpc::ServerContext* ctx, const v1::FetchBlocksRequest* req,
-                          grpc::ServerWriter<v1::KvChunk>* out) override;
   grpc::Status GetShardManifest(grpc::ServerContext* ctx, const v1::ShardManifestRequest* req,
                                 v1::ShardManifest* resp) override;
   grpc::Status DeleteShard(grpc::ServerContext* ctx, const v1::DeleteShardRequest* req,
@@ -57,6 +58,13 @@ class WorkerService final : public v1::Worker::Service {
 
  private:
   WorkerService(Worker* worker, Options options);
+  // ReadBlocks, registered in place of the generated handler (same method, same messages on the
+  // wire): each chunk is written as a ready-made wire message (WireKvChunk) whose block bytes
+  // are the buffer the store read them into, instead of being copied into a KvChunk and again
+  // into its serialization.
+  grpc::Status ReadBlocksWire(
+      grpc::ServerContext* ctx,
+      grpc::ServerSplitStreamer<v1::FetchBlocksRequest, grpc::ByteBuffer>* stream);
 
   Worker* worker_;
   Options options_;

@@ -3,6 +3,7 @@
 // chunk is DATA_LOSS naming the block.
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -183,6 +184,15 @@ TEST_P(CacheAssemblerTest, BadChunksAreDataLossNamingTheBlock) {
     EXPECT_EQ(a.Add(c).code(), absl::StatusCode::kDataLoss);
     c = Pack(s, 0, 0, 0, 2, storage);
     c.xxh64.pop_back();
+    EXPECT_EQ(a.Add(c).code(), absl::StatusCode::kDataLoss);
+    // Found by tests/fuzz/kv_chunk_fuzzer: first_block + num_blocks overflowed int64 and the
+    // wrapped sum let the chunk past the range check; with no data and empty-block checksums it
+    // then passed the size check too and marked blocks far outside the layout as received.
+    c = Pack(s, 0, 0, 0, 1, storage);
+    c.first_block = std::numeric_limits<int64_t>::max() - 1;
+    c.num_blocks = 3;
+    c.data = {};
+    c.xxh64.assign(3, kvstore::BlockChecksum(nullptr, 0));
     EXPECT_EQ(a.Add(c).code(), absl::StatusCode::kDataLoss);
     EXPECT_EQ(a.stats().blocks, 0) << "a refused chunk must not count";
   }

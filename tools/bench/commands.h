@@ -65,20 +65,21 @@ int RunKvStore(const KvStoreArgs& args);
 // of the same bytes, on a synthetic cache installed into in-process Worker/Coordinator services.
 struct StreamArgs {
   CommonArgs common;
-  std::string dir;            // --dir (default <build>/bench-data)
-  int64_t tokens = 131072;    // --tokens
-  int32_t layers = 36;        // --layers (qwen3-8b)
-  int32_t kv_heads = 8;       // --kv-heads
-  int32_t head_dim = 128;     // --head-dim
-  int32_t block_size = 64;    // --block-size (tokens per block)
-  int streams = 4;            // --streams (the second measurement; the first is 1)
-  int workers = 1;            // --workers
-  std::string tier = "host";  // --tier: host (every block hot) or disk
-  int chunk_kib = 1024;       // --chunk-kib (the workers' ReadBlocks chunk size)
-  int raw_buffer_kib = 1024;  // --raw-buffer-kib
-  int warmup = 1;             // --warmup
-  int repeats = 3;            // --repeats
-  uint64_t seed = 1;          // --seed
+  std::string dir;              // --dir (default <build>/bench-data)
+  int64_t tokens = 131072;      // --tokens
+  int32_t layers = 36;          // --layers (qwen3-8b)
+  int32_t kv_heads = 8;         // --kv-heads
+  int32_t head_dim = 128;       // --head-dim
+  int32_t block_size = 64;      // --block-size (tokens per block)
+  int streams = 4;              // --streams (the second measurement; the first is 1)
+  int workers = 1;              // --workers
+  std::string tier = "host";    // --tier: host (every block hot), disk, or both (host, then disk)
+  int64_t host_tokens = 32768;  // --host-tokens: the host-tier cache's tokens under --tier both
+  int chunk_kib = 1024;         // --chunk-kib (the workers' ReadBlocks chunk size)
+  int raw_buffer_kib = 1024;    // --raw-buffer-kib
+  int warmup = 1;               // --warmup
+  int repeats = 3;              // --repeats
+  uint64_t seed = 1;            // --seed
 };
 CLI::App* AddStreamCommand(CLI::App& app, StreamArgs& args);
 int RunStream(const StreamArgs& args);
@@ -92,4 +93,7 @@ int RunStream(const StreamArgs& args);
 #endif
 #if SPARSEFILL_BENCH_LOAD
 #include "tools/bench/load/load_command.h"
+#endif
+#if SPARSEFILL_BENCH_PREFILL
+#include "tools/bench/prefill/prefill_command.h"
 #endif

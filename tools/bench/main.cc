@@ -34,6 +34,14 @@ int main(int argc, char** argv) {
   sb::LoadArgs load_args;
   load_args.common.argv = args;
   CLI::App* load = sb::AddLoadCommand(app, load_args);
+  sb::SoakArgs soak_args;
+  soak_args.common.argv = args;
+  CLI::App* soak = sb::AddSoakCommand(app, soak_args);
+#endif
+#if SPARSEFILL_BENCH_PREFILL
+  sb::PrefillArgs prefill_args;
+  prefill_args.common.argv = args;
+  CLI::App* prefill = sb::AddPrefillCommand(app, prefill_args);
 #endif
 
   CLI11_PARSE(app, argc, argv);
@@ -49,6 +57,10 @@ int main(int argc, char** argv) {
 #endif
 #if SPARSEFILL_BENCH_LOAD
   if (load->parsed()) return sb::RunLoad(load_args);
+  if (soak->parsed()) return sb::RunSoak(soak_args);
+#endif
+#if SPARSEFILL_BENCH_PREFILL
+  if (prefill->parsed()) return sb::RunPrefill(prefill_args);
 #endif
   return 2;
 }

@@ -37,9 +37,12 @@ absl::Status CacheAssembler::Add(const client::KvChunk& chunk) {
   auto where = [&](int64_t block) {
     return kvstore::BlockKey{chunk.cache, chunk.layer, chunk.kv_head, block}.ToString();
   };
+  // first_block > num_blocks() - num_blocks, not first_block + num_blocks > num_blocks(): the sum
+  // overflows for a first_block near 2^63 and then let the chunk through (found by
+  // tests/fuzz/kv_chunk_fuzzer).
   if (chunk.layer < 0 || chunk.layer >= l.num_layers || chunk.kv_head < 0 ||
       chunk.kv_head >= l.kv_heads || chunk.first_block < 0 || chunk.num_blocks <= 0 ||
-      chunk.first_block + chunk.num_blocks > l.num_blocks()) {
+      chunk.first_block > l.num_blocks() - chunk.num_blocks) {
     return absl::DataLossError(absl::StrCat("chunk at ", where(chunk.first_block), " with ",
                                             chunk.num_blocks, " blocks is outside the layout (",
                                             l.num_layers, " layers, ", l.kv_heads, " KV heads, ",

@@ -23,7 +23,8 @@ for d in bin tests; do
   done
 done
 # Libraries every glibc system has (or that must come from the device's driver) stay behind.
-skip='^(linux-vdso|libc\.so|libm\.so|libstdc\+\+|libgcc_s|ld-linux|libpthread|libdl|librt|libcuda\.so)'
+# cuBLAS/cuBLASLt are hundreds of MiB; the device machine's CUDA toolkit has the same version.
+skip='^(linux-vdso|libc\.so|libm\.so|libstdc\+\+|libgcc_s|ld-linux|libpthread|libdl|librt|libcuda\.so|libcublas)'
 for f in $(find "$pkg/bin" "$pkg/tests" -type f); do
   { ldd "$f" 2>/dev/null || true; } | awk '/=> \//{print $1" "$3}' | while read -r name path; do
     if ! [[ "$name" =~ $skip ]]; then cp -nL "$path" "$pkg/lib/$name"; fi

@@ -7,7 +7,9 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 pkg=$(realpath -m "${DEVPKG:-$root/.devpkg}")  # DEVPKG=.devpkg-x for another pack
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
-export LD_LIBRARY_PATH="$pkg/lib:${LD_LIBRARY_PATH:-}"
+# cuBLASLt is not packed (hundreds of MiB): the toolkit's, or the one torch's wheels bring.
+pip_cublas=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null || true)
+export LD_LIBRARY_PATH="$pkg/lib:/usr/local/cuda/lib64:${pip_cublas}:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
 status=0
 executed=0
@@ -26,6 +28,12 @@ print(n)")
 done
 if command -v compute-sanitizer >/dev/null; then
   for t in "$pkg"/tests/gpu_*; do
+    # A binary with no test matching the filter has nothing small enough to check.
+    if ! (cd "$root" && "$t" --gtest_list_tests --gtest_filter="${SANITIZER_FILTER:-*}") \
+        | grep -q '^  '; then
+      echo "memcheck: no test of $(basename "$t") matches ${SANITIZER_FILTER:-*}; skipped"
+      continue
+    fi
     (cd "$root" && compute-sanitizer --tool memcheck --error-exitcode 3 "$t" \
        --gtest_filter="${SANITIZER_FILTER:-*}" > "$out/memcheck-$(basename "$t").log" 2>&1) \
       || { echo "memcheck FAILED for $t"; status=1; }

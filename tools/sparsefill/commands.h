@@ -41,6 +41,11 @@ struct DemoArgs {
   int32_t next_token = -1;  // -1: the token that follows the prompt in the text
   bool json = false;
   double timeout_s = 600;
+  // Metrics endpoints for a Prometheus to scrape: the coordinator on 127.0.0.1:P, worker i on
+  // P + 1 + i. 0: none (the default).
+  int32_t metrics_port_base = 0;
+  // Seconds the cluster stays up after the report (a signal ends it earlier). 0: stop at once.
+  double hold_seconds = 0;
 };
 
 CLI::App* AddDemoCommand(CLI::App& app, DemoArgs& args);

@@ -275,6 +275,7 @@ absl::Status Run(const DemoArgs& a, SignalWatcher& watcher, Progress& progress, 
   co.model_name = "tiny";
   co.workers = a.workers;
   co.work_dir = work->path();
+  co.metrics_port_base = a.metrics_port_base;
   // The workers share this machine's cores: each gets its share (unless the caller chose).
   if (std::getenv("OMP_NUM_THREADS") == nullptr) {
     const int32_t cores = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
@@ -290,6 +291,15 @@ absl::Status Run(const DemoArgs& a, SignalWatcher& watcher, Progress& progress, 
   watcher.SetGroup(cluster->process_group());
   progress.Line(absl::StrCat("          coordinator ", cluster->coordinator_address(), ", workers ",
                              absl::StrJoin(cluster->worker_addresses(), ", ")));
+  if (a.metrics_port_base > 0) {
+    std::vector<std::string> worker_metrics;
+    for (int32_t i = 0; i < a.workers; ++i) {
+      worker_metrics.push_back(cluster->worker_metrics_address(i));
+    }
+    progress.Line(absl::StrCat("          metrics: coordinator ",
+                               cluster->coordinator_metrics_address(), ", workers ",
+                               absl::StrJoin(worker_metrics, ", ")));
+  }
 
   client::ConnectionOptions conn;
   conn.address = cluster->coordinator_address();
@@ -385,6 +395,12 @@ CLI::App* AddDemoCommand(CLI::App& app, DemoArgs& a) {
   cmd->add_flag("--json", a.json, "print the report as one JSON object");
   cmd->add_option("--timeout-s", a.timeout_s, "deadline of the prefill and of the stream")
       ->capture_default_str();
+  cmd->add_option("--metrics-port-base", a.metrics_port_base,
+                  "serve /metrics on 127.0.0.1: the coordinator on this port, worker i on "
+                  "port + 1 + i (default 0: no metrics endpoints)");
+  cmd->add_option("--hold-seconds", a.hold_seconds,
+                  "keep the cluster up this long after the report, e.g. for Prometheus to "
+                  "scrape it; Ctrl-C ends it earlier (default 0)");
   return cmd;
 }
 
@@ -396,6 +412,17 @@ int RunDemo(const DemoArgs& a) {
                  "positive\n");
     return 2;
   }
+  if (a.metrics_port_base < 0 || static_cast<int64_t>(a.metrics_port_base) + a.workers > 65535) {
+    std::fprintf(stderr,
+                 "sparsefill demo: --metrics-port-base %d: give 0 (no metrics) or a port P with "
+                 "P + %d <= 65535 (the coordinator on P, worker i on P + 1 + i)\n",
+                 a.metrics_port_base, a.workers);
+    return 2;
+  }
+  if (!(a.hold_seconds >= 0) || a.hold_seconds > 7 * 24 * 3600) {
+    std::fprintf(stderr, "sparsefill demo: --hold-seconds %g: give 0 .. 604800\n", a.hold_seconds);
+    return 2;
+  }
   // A closed stdout (`| head`) must not kill the demo before it has stopped its processes.
   ::signal(SIGPIPE, SIG_IGN);
   SignalWatcher watcher;
@@ -405,6 +432,30 @@ int RunDemo(const DemoArgs& a) {
   std::unique_ptr<LocalCluster> cluster;
   std::unique_ptr<TempDir> work;
   const absl::Status s = Run(a, watcher, progress, run, cluster, work);
+  const bool hold = s.ok() && a.hold_seconds > 0;
+  auto report = [&] {
+    DemoReport r;
+    r.text_source = run.prompt.source;
+    r.model_dir = run.model_dir;
+    r.workers = a.workers;
+    r.prefill = run.prefill;
+    r.sink = run.sink;
+    r.prefill_done_unix_ms = run.prefill_done_unix_ms;
+    r.layer_done_seconds = run.layer_done_seconds;
+    r.next_token_note =
+        a.next_token >= 0 ? "given by --next-token" : "the token that follows the prompt";
+    r.wall_seconds = Since(start);
+    PrintDemoReport(r, a.json);
+  };
+  if (hold) {
+    // The report first, so that whoever waits on it can look at the still-running cluster; the
+    // signal watcher ends the hold (and the processes) on Ctrl-C or SIGTERM.
+    report();
+    std::fflush(stdout);
+    progress.Line(
+        absl::StrFormat("holding   the cluster up for %.0f s (Ctrl-C stops it)", a.hold_seconds));
+    std::this_thread::sleep_for(std::chrono::duration<double>(a.hold_seconds));
+  }
   // Children first (they write into the work directory), then the directory.
   if (cluster != nullptr) cluster->StopAll();
   watcher.SetGroup(0);
@@ -418,18 +469,7 @@ int RunDemo(const DemoArgs& a) {
                ? 2
                : 1;
   }
-  DemoReport report;
-  report.text_source = run.prompt.source;
-  report.model_dir = run.model_dir;
-  report.workers = a.workers;
-  report.prefill = run.prefill;
-  report.sink = run.sink;
-  report.prefill_done_unix_ms = run.prefill_done_unix_ms;
-  report.layer_done_seconds = run.layer_done_seconds;
-  report.next_token_note =
-      a.next_token >= 0 ? "given by --next-token" : "the token that follows the prompt";
-  report.wall_seconds = Since(start);
-  PrintDemoReport(report, a.json);
+  if (!hold) report();
   return 0;
 }
 

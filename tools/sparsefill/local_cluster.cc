@@ -30,6 +30,12 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
   if (options.workers < 1) {
     return absl::InvalidArgumentError(absl::StrCat("workers: ", options.workers, " < 1"));
   }
+  if (options.metrics_port_base < 0 ||
+      static_cast<int64_t>(options.metrics_port_base) + options.workers > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("metrics_port_base: ", options.metrics_port_base,
+                                                   " with ", options.workers,
+                                                   " workers leaves 1..65535"));
+  }
   SF_RETURN_IF_ERROR(MakeDir(options.work_dir + "/logs"));
   std::unique_ptr<LocalCluster> c(new LocalCluster(options));
   // All workers load the model at once; then each one's address is read in turn.
@@ -58,8 +64,22 @@ std::vector<std::string> LocalCluster::WorkerArgs(int32_t i, const std::string& 
       "--listen", listen,
       "--model",  absl::StrCat(options_.model_name, "=", options_.model_dir),
       "--store",  absl::StrCat(options_.work_dir, "/worker", i)};
+  if (options_.metrics_port_base > 0) {
+    args.push_back("--metrics-listen");
+    args.push_back(worker_metrics_address(i));
+  }
   args.insert(args.end(), options_.worker_flags.begin(), options_.worker_flags.end());
   return args;
+}
+
+std::string LocalCluster::coordinator_metrics_address() const {
+  if (options_.metrics_port_base <= 0) return "";
+  return absl::StrCat("127.0.0.1:", options_.metrics_port_base);
+}
+
+std::string LocalCluster::worker_metrics_address(int32_t i) const {
+  if (options_.metrics_port_base <= 0) return "";
+  return absl::StrCat("127.0.0.1:", options_.metrics_port_base + 1 + i);
 }
 
 std::vector<std::string> LocalCluster::CoordinatorArgs(const std::string& listen) const {
@@ -68,6 +88,10 @@ std::vector<std::string> LocalCluster::CoordinatorArgs(const std::string& listen
   for (const std::string& w : worker_addresses_) {
     args.push_back("--worker");
     args.push_back(w);
+  }
+  if (options_.metrics_port_base > 0) {
+    args.push_back("--metrics-listen");
+    args.push_back(coordinator_metrics_address());
   }
   args.insert(args.end(), options_.coordinator_flags.begin(), options_.coordinator_flags.end());
   return args;

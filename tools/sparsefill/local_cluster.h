@@ -39,6 +39,10 @@ struct LocalClusterOptions {
   int32_t threads_per_worker = 0;
   // How long a server may take to print "listening on". Default 60 s (workers load the model).
   std::chrono::milliseconds start_timeout{std::chrono::seconds(60)};
+  // Serves /metrics (--metrics-listen) on 127.0.0.1: the coordinator on this port and worker i on
+  // metrics_port_base + 1 + i, fixed up front so that a Prometheus config can name them before
+  // the cluster starts. 0: no metrics endpoints. Default 0.
+  int32_t metrics_port_base = 0;
 };
 
 class LocalCluster {
@@ -57,7 +61,12 @@ class LocalCluster {
   ChildProcess& coordinator() { return *coordinator_; }
   ChildProcess& worker(int32_t i) { return *workers_[static_cast<size_t>(i)]; }
   const LocalClusterOptions& options() const { return options_; }
+  // "127.0.0.1:PORT" of each server's /metrics; empty when metrics_port_base is 0.
+  std::string coordinator_metrics_address() const;
+  std::string worker_metrics_address(int32_t i) const;
 
+  // Restart* and Spawn must be called from a thread that lives as long as the process should:
+  // children die (PR_SET_PDEATHSIG) when the thread that forked them exits.
   // Starts worker i again on its old address and store (after it was killed).
   absl::Status RestartWorker(int32_t i);
   // Starts the coordinator again on its old address and registry (after it was killed).

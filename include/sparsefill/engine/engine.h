@@ -32,6 +32,10 @@ struct LayerKv {
   int32_t head_dim = 0;
   const float* k = nullptr;  // [num_tokens, kv_heads, head_dim], after RoPE (what decode reads)
   const float* v = nullptr;  // [num_tokens, kv_heads, head_dim]
+  // The same K/V as bf16, set instead of k/v (which are then null) when the backend computes in
+  // bf16 and the sink says AcceptsBf16(): no widening, half the bytes to copy off the device.
+  const uint16_t* k_bf16 = nullptr;  // [num_tokens, kv_heads, head_dim]
+  const uint16_t* v_bf16 = nullptr;  // [num_tokens, kv_heads, head_dim]
   // Query-agnostic block ranking (DESIGN §4, NOSA): what decoding will want hot.
   int32_t block_size = 0;
   int64_t num_blocks = 0;                   // ceil(num_tokens / block_size)
@@ -46,6 +50,9 @@ class LayerSink {
  public:
   virtual ~LayerSink() = default;
   [[nodiscard]] virtual absl::Status OnLayer(const LayerKv& kv) = 0;
+  // True when OnLayer takes LayerKv::k_bf16 / v_bf16 in place of fp32 k / v (a bf16 backend then
+  // hands its K/V over as computed). Sinks that read k / v keep the default.
+  virtual bool AcceptsBf16() const { return false; }
 };
 
 // Plain data, decided once per request and logged/compared in tests.

@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "sparsefill/kernels/stream.h"
 
 namespace sparsefill::kernels {
 
@@ -110,5 +111,69 @@ struct BlockImportanceParams {
 };
 
 [[nodiscard]] absl::Status BlockImportanceRef(const BlockImportanceParams& p);
+
+// ---------------------------------------------------------------- CUDA (sm_90a)
+// The same contract on BF16 device tensors, fp32 accumulation. Builds with the CUDA backend;
+// asynchronous on `stream`; the launchers allocate nothing and do not synchronise.
+// InvalidArgument for bad parameters (checked on the host before any CUDA call), Internal naming
+// the kernel when a launch fails.
+
+struct BlockSummaryCudaParams {
+  // Keys after RoPE at absolute positions k_pos0 .. k_pos0 + num_kv - 1; 4-byte aligned.
+  const void* k = nullptr;         // [num_kv, kv_heads, head_dim]; bf16
+  const uint8_t* punct = nullptr;  // [num_kv]; may be null when lambda == 1
+  // Chunks SummaryChunkRange(k_pos0, num_kv, kernel_size, kernel_stride), as BlockSummariesRef.
+  void* summaries = nullptr;  // [num_chunks, kv_heads, head_dim]; bf16
+  int64_t num_kv = 0;
+  int64_t k_pos0 = 0;
+  int32_t kv_heads = 0;
+  int32_t head_dim = 0;  // even
+  int32_t kernel_size = 0;
+  int32_t kernel_stride = 0;
+  float lambda = 1.0f;
+};
+
+[[nodiscard]] absl::Status LaunchBlockSummaries(const BlockSummaryCudaParams& p,
+                                                cudaStream_t stream);
+
+// Fields as in SelectBlocksParams; q and summaries are BF16 and 16-byte aligned. The CUDA
+// kernel supports head_dim 64 or 128, q_heads / kv_heads in {1, 2, 4, 8, 16},
+// block_size / kernel_stride in {1, 2, 4, 8, 16, 32, 64}, kernel_size / kernel_stride <= 17 and
+// topk <= 256; anything else is InvalidArgument naming the value.
+struct SelectBlocksCudaParams {
+  const void* q = nullptr;                  // [num_q, q_heads, head_dim]; bf16
+  const void* summaries = nullptr;          // [num_chunks, kv_heads, head_dim]; bf16
+  const float* block_importance = nullptr;  // [kv_heads, importance_blocks]; NOSA only
+  int32_t* blocks = nullptr;                // [kv_heads, num_q, topk]
+  int64_t num_q = 0;
+  int64_t q_pos0 = 0;
+  int64_t num_chunks = 0;
+  int64_t importance_blocks = 0;
+  int32_t q_heads = 0;
+  int32_t kv_heads = 0;
+  int32_t head_dim = 0;
+  float scale = 0.0f;
+  int32_t kernel_size = 0;
+  int32_t kernel_stride = 0;
+  int32_t block_size = 0;
+  int32_t init_blocks = 0;
+  int32_t local_blocks = 0;
+  int32_t topk = 0;
+  int32_t query_aware = 0;
+  // Queries per chunk (rounded up to a multiple of 64); 0 sizes the chunk to about 1 GiB of
+  // block scores. Smaller chunks cost less workspace and more launches.
+  int64_t max_chunk_queries = 0;
+};
+
+// Device workspace LaunchSelectBlocks needs (bytes, 256-byte aligned pieces): the per-(query,
+// head) log-sum-exp and the block scores of one chunk of queries (the queries are processed in
+// chunks so that no N x N/stride matrix is ever stored; see max_chunk_queries).
+size_t SelectBlocksWorkspaceBytes(const SelectBlocksCudaParams& p);
+
+// Two tensor-core passes over the summaries per chunk of queries (row max and sum, then the
+// normalised, group-summed, max-pooled block scores), then one warp per (KV head, query) takes
+// the top-k by radix select. `workspace` holds at least SelectBlocksWorkspaceBytes(p) bytes.
+[[nodiscard]] absl::Status LaunchSelectBlocks(const SelectBlocksCudaParams& p, void* workspace,
+                                              size_t workspace_bytes, cudaStream_t stream);
 
 }  // namespace sparsefill::kernels

@@ -25,6 +25,11 @@ class FaultInjectingTier final : public BlockTier {
   // plus the new blocks would exceed `budget_bytes` (0 disarms). The budget is deliberately not
   // advertised in Capabilities(): callers must cope with a tier that fills up unannounced.
   void FailPutsOverBudget(uint64_t budget_bytes);
+  // Each PutBlocks call from now fails with `error`, storing nothing, with probability `rate`
+  // (pseudo-random from `seed`, so a drill can be repeated); 0 disarms. Models a disk that fails
+  // writes now and then (soak tests).
+  void FailPutsAtRate(double rate, uint64_t seed,
+                      absl::Status error = absl::UnavailableError("injected put failure"));
   // Blocks matching `which` are stored with one bit flipped (corruption at rest); null disarms.
   void CorruptOnPut(KeyPredicate which);
   // Reads of blocks matching `which` return the stored bytes with one bit flipped; null disarms.
@@ -51,6 +56,9 @@ class FaultInjectingTier final : public BlockTier {
   int64_t fail_put_at_ = 0;  // absolute put count that fails; 0: none
   absl::Status put_error_;
   uint64_t put_budget_ = 0;
+  double put_error_rate_ = 0.0;
+  uint64_t rate_state_ = 0;  // splitmix64 state of FailPutsAtRate
+  absl::Status rate_error_;
   KeyPredicate corrupt_on_put_;
   KeyPredicate corrupt_on_read_;
   KeyPredicate fail_gets_;

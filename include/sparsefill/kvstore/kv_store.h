@@ -10,6 +10,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -124,6 +125,10 @@ struct KvStoreOptions {
   // pool). When host_tier is null a NewHostTier(host_budget_bytes) is made.
   std::shared_ptr<BlockTier> device_tier;
   std::shared_ptr<BlockTier> host_tier;
+  // Optional: block batches bound for the RocksDB tier are written through the tier this returns
+  // (given the RocksDB tier, which outlives it), e.g. a FaultInjectingTier for write-error drills.
+  // Manifests, reads and deletes go to RocksDB directly. Default empty: no wrapper.
+  std::function<std::shared_ptr<BlockTier>(std::shared_ptr<BlockTier> disk)> wrap_disk_writes;
   absl::Status Validate() const;
 };
 

@@ -198,6 +198,20 @@ absl::Status ParseRopeScaling(const Json& rope, std::string_view file, const cha
                                &rs.original_max_position_embeddings, true, 1, kMaxDim * 64));
     }
     SF_RETURN_IF_ERROR(f.Double("attention_factor", &rs.attention_factor, false, 0.0));
+    // Without an explicit attention_factor, an extended context scales attention by
+    // sqrt(1 + log(factor) / log(original_max)): infinite for an original length of 1
+    // (transformers raises ZeroDivisionError there).
+    if (rs.attention_factor == 0.0 && rs.original_max_position_embeddings < 2 &&
+        c.max_position_embeddings > rs.original_max_position_embeddings) {
+      const std::string what = absl::StrCat(
+          "must be at least 2 for LongRoPE to extend the context to ", c.max_position_embeddings,
+          " (its attention scaling divides by log(original_max_position_embeddings))");
+      if (f.Has("original_max_position_embeddings")) {
+        return f.Error("original_max_position_embeddings", what);
+      }
+      return absl::InvalidArgumentError(
+          absl::StrCat(AsAbsl(file), ": field \"original_max_position_embeddings\": ", what));
+    }
   } else {
     return f.Error(type_key, absl::StrCat("unsupported RoPE type \"", type,
                                           "\" (supported: default, linear, llama3, longrope)"));

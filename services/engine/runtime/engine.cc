@@ -10,6 +10,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "services/engine/cpu/cpu_runner.h"
+#if SPARSEFILL_HAVE_CUDA_ENGINE
+#include "services/engine/cuda/cuda_runner.h"
+#endif
 #include "sparsefill/common/status.h"
 #include "sparsefill/engine/quality.h"
 
@@ -23,11 +26,18 @@ constexpr int64_t kMlpChunkTokens = 4096;
 
 absl::StatusOr<std::unique_ptr<ModelRunner>> CreateModelRunner(std::string_view backend,
                                                                const Checkpoint& checkpoint) {
-  if (backend == "cpu" || backend == "auto") return cpu::CreateCpuRunner(checkpoint);
-  if (backend == "cuda") {
-    return absl::UnimplementedError(
-        "backend \"cuda\": the CUDA engine is not built yet (use --backend cpu)");
+#if SPARSEFILL_HAVE_CUDA_ENGINE
+  if (backend == "cuda" || (backend == "auto" && cuda::CudaAvailable())) {
+    return cuda::CreateCudaRunner(checkpoint);
   }
+#else
+  if (backend == "cuda") {
+    return absl::FailedPreconditionError(
+        "backend \"cuda\": this build has no CUDA backend (configure with nvcc present, "
+        "SPARSEFILL_CUDA=ON)");
+  }
+#endif
+  if (backend == "cpu" || backend == "auto") return cpu::CreateCpuRunner(checkpoint);
   return absl::InvalidArgumentError(
       absl::StrCat("unknown backend \"", AsAbsl(backend), "\" (expected cpu, cuda or auto)"));
 }

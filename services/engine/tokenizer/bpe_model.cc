@@ -68,10 +68,10 @@ absl::StatusOr<BpeModel> BpeModel::FromJson(const json& model, std::string_view 
   int64_t max_id = -1;
   for (const auto& [token, id_json] : vocab->items()) {
     if (!id_json.is_number_integer() || id_json.get<int64_t>() < 0 ||
-        id_json.get<int64_t>() > INT32_MAX) {
+        id_json.get<int64_t>() > kMaxTokenId) {
       return Bad(where, "vocab",
                  absl::StrCat("token ", Quoted(token), " has id ", id_json.dump(),
-                              " (must be an integer in [0, 2^31))"));
+                              " (must be an integer in [0, 2^22))"));
     }
     const auto id = static_cast<int32_t>(id_json.get<int64_t>());
     m.vocab_.emplace(token, id);

@@ -17,6 +17,11 @@
 
 namespace sparsefill::engine::tokenizer_internal {
 
+// Token ids index dense tables (one entry per id up to the largest), so a tokenizer.json naming
+// a huge id must be refused, not allocated: 2^22 is far above any released vocabulary (Qwen3:
+// 151669, Gemma: 262144).
+inline constexpr int64_t kMaxTokenId = (int64_t{1} << 22) - 1;
+
 class BpeModel {
  public:
   // `model` is the tokenizer.json "model" object; `where` ("<file>: model") prefixes errors.

@@ -141,8 +141,8 @@ absl::Status ParseAddedTokens(const json& root, std::string_view name,
     AddedToken a;
     const auto id = t.find("id");
     if (id == t.end() || !id->is_number_integer() || id->get<int64_t>() < 0 ||
-        id->get<int64_t>() > INT32_MAX) {
-      return Bad(name, field + ".id", "must be an integer in [0, 2^31)");
+        id->get<int64_t>() > kMaxTokenId) {
+      return Bad(name, field + ".id", "must be an integer in [0, 2^22)");
     }
     a.id = static_cast<int32_t>(id->get<int64_t>());
     const auto content = t.find("content");

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <set>
 #include <thread>
@@ -459,6 +460,14 @@ TEST_F(CoordinatorTest, StreamCacheSendsHotBlocksFirstLayerByLayerWithChecksums)
   ExpectInvalid(
       coord_->FetchBlocks(Ctx(), freq, [](const v1::KvChunk&) { return absl::OkStatus(); }),
       "ranges[0].kv_head");
+  // Found by tests/fuzz/coordinator_request_fuzzer: first_block + num_blocks overflowed int64
+  // (undefined; in practice it wrapped negative and the range passed the check).
+  r->set_kv_head(1);
+  r->set_first_block(std::numeric_limits<int64_t>::max() - 1);
+  r->set_num_blocks(3);
+  ExpectInvalid(
+      coord_->FetchBlocks(Ctx(), freq, [](const v1::KvChunk&) { return absl::OkStatus(); }),
+      "are not inside the cache's");
 }
 
 TEST_F(CoordinatorTest, StreamStartsBeforeThePrefillEnds) {

@@ -235,6 +235,28 @@ TEST(ServerMetricsTest, HealthStreamAndBuildInfo) {
             1);
 }
 
+// The two gauges the alerts of deploy/prometheus need: open streams (stalled streams) and each
+// tier's budget (tier near its budget).
+TEST(ServerMetricsTest, OpenStreamsAndTierBudgets) {
+  const uint64_t seed = sparsefill::testing::FreshSeed();
+  SCOPED_TRACE(seed);
+  std::mt19937_64 rng(seed);
+  prometheus::Registry registry;
+  StreamMetricSet stream(registry);
+  KvStoreMetricSet kv(registry);
+  EXPECT_EQ(Value(registry, "sparsefill_stream_open_streams"), 0);
+  const int opened = 2 + static_cast<int>(rng() % 8);
+  for (int i = 0; i < opened; ++i) stream.StreamOpened();
+  stream.StreamClosed();
+  EXPECT_EQ(Value(registry, "sparsefill_stream_open_streams"), opened - 1);
+  const uint64_t budget = 1 + rng() % (1ull << 40);
+  kv.SetBudget(kvstore::Tier::kHost, budget);
+  kv.SetBudget(static_cast<kvstore::Tier>(9), 1);  // out of range: ignored, no crash
+  EXPECT_EQ(Value(registry, "sparsefill_kv_budget_bytes", {{"tier", "host"}}),
+            static_cast<double>(budget));
+  EXPECT_EQ(Value(registry, "sparsefill_kv_budget_bytes", {{"tier", "disk"}}), 0);
+}
+
 // DESIGN §7: sparsefill_<component>_<what>_<unit>; counters end in _total (or are a ratio's
 // _sum/_count pair), histograms carry their unit (seconds).
 TEST(NamingTest, EveryFamilyFollowsTheConvention) {

@@ -296,6 +296,32 @@ TEST(ModelConfig, RejectsMalformedFields) {
                 "parameters");
 }
 
+// Found by tests/fuzz/model_config_fuzzer: LongRoPE with an original length of 1 parsed, and its
+// attention scaling, sqrt(1 + log(factor) / log(1)), came out infinite.
+TEST(ModelConfig, RejectsLongRopeOriginalLengthOne) {
+  const std::string base = R"("architectures": ["Qwen3ForCausalLM"], "vocab_size": 10,
+      "intermediate_size": 32, "num_hidden_layers": 2, "max_position_embeddings": 64,
+      "hidden_size": 16, "num_attention_heads": 2)";
+  const std::string factors = R"("short_factor": [1, 1, 1, 1], "long_factor": [1, 2, 3, 4])";
+  ExpectInvalid("{" + base + R"(, "rope_scaling": {"rope_type": "longrope", )" + factors +
+                    R"(, "original_max_position_embeddings": 1}})",
+                "rope_scaling.original_max_position_embeddings");
+  ExpectInvalid("{" + base + R"(, "original_max_position_embeddings": 1,
+                    "rope_scaling": {"rope_type": "longrope", )" +
+                    factors + "}}",
+                "field \"original_max_position_embeddings\": must be at least 2");
+  // An explicit attention_factor needs no logarithm; it still loads, and RoPE stays finite.
+  auto c =
+      ParseModelConfig("{" + base + R"(, "rope_scaling": {"rope_type": "longrope", )" + factors +
+                           R"(, "original_max_position_embeddings": 1,
+                                "attention_factor": 1.5}})",
+                       "config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  float scaling = 0;
+  RopeInvFreq(*c, 8, &scaling);
+  EXPECT_EQ(scaling, 1.5f);
+}
+
 // ---- RoPE: expected values computed by hand from transformers' modeling_rope_utils formulas.
 
 ModelConfig RopeConfig(int head_dim, double theta) {

@@ -226,6 +226,29 @@ TEST(TokenizerJsonTest, MalformedFilesNameTheProblem) {
   }
 }
 
+// Found by tests/fuzz/tokenizer_json_fuzzer: ids size dense tables, so an id near 2^31 used to
+// allocate ~64 GiB and abort instead of being refused.
+TEST(TokenizerJsonTest, HugeTokenIdsAreRefusedNotAllocated) {
+  {
+    json j = TinyTokenizer();
+    j["model"]["vocab"]["zz"] = 2000000000;
+    ExpectInvalid(j.dump(), {"model.vocab", "'zz'", "2000000000", "2^22"});
+  }
+  {
+    json j = TinyTokenizer();
+    j["added_tokens"] = json::array({{{"id", 2147483647}, {"content", "<s>"}}});
+    ExpectInvalid(j.dump(), {"added_tokens[0].id", "2^22"});
+  }
+  {
+    // The largest id allowed still loads.
+    json j = TinyTokenizer();
+    j["added_tokens"] = json::array({{{"id", (1 << 22) - 1}, {"content", "<s>"}}});
+    const auto tok = Load(j);
+    ASSERT_NE(tok, nullptr);
+    EXPECT_EQ(tok->vocab_size(), 1 << 22);
+  }
+}
+
 TEST(TokenizerJsonTest, MissingFileIsNotFound) {
   const auto tok = Tokenizer::FromFile("/nonexistent/sparsefill/tokenizer.json");
   ASSERT_FALSE(tok.ok());

@@ -269,6 +269,69 @@ TEST_F(WorkerTest, ManifestsListDeleteModelsAndHealth) {
   EXPECT_EQ(rpc::test_support::HealthCheck(*channel, "", &hs), 1) << hs.error_message();
 }
 
+TEST_F(WorkerTest, AHotPassReadsHotBlocksAndOnlyAnnouncesColdRuns) {
+  NodeOptions o;
+  o.hot_blocks = 4;  // init 1 + local 2 + 1 more of 13 blocks: hot and cold runs alternate
+  auto node = StartNode(o);
+  ASSERT_NE(node, nullptr);
+  Rng rng(seed_);
+  const auto tokens = RandomTokens(200, engine_->config().vocab_size, rng);
+  const kvstore::CacheId id = kvstore::CacheId::Random();
+  auto calls =
+      RunJob({node.get()}, id, {0, 200}, tokens, SmallSelection(engine::Policy::kInfLlmV2));
+  ASSERT_TRUE(calls[0].status.ok()) << calls[0].status;
+  auto c = node->Client();
+  const int64_t nb = (200 + 15) / 16;
+  for (const bool hot_pass : {false, true}) {
+    SCOPED_TRACE(hot_pass ? "hot pass" : "plain read");
+    v1::FetchBlocksRequest req;
+    req.set_cache_id(rpc::CacheIdToBytes(id));
+    req.set_hot_pass(hot_pass);
+    for (int32_t h = 0; h < engine_->config().num_kv_heads; ++h) {
+      v1::BlockRange* r = req.add_ranges();
+      r->set_layer(1);
+      r->set_kv_head(h);
+      r->set_first_block(0);
+      r->set_num_blocks(static_cast<int32_t>(nb));
+    }
+    int64_t hot = 0, cold = 0, announced = 0, next = 0;
+    int32_t head = 0;
+    const absl::Status s = c->ReadBlocks(req, [&](const v1::KvChunk& chunk) -> absl::Status {
+      if (chunk.kv_head() != head) {
+        EXPECT_EQ(next, nb);  // every block of the previous head, in order
+        head = chunk.kv_head();
+        next = 0;
+      }
+      EXPECT_EQ(chunk.first_block(), next);
+      next += chunk.num_blocks();
+      (chunk.hot() ? hot : cold) += chunk.num_blocks();
+      if (hot_pass && !chunk.hot()) {
+        // Only its place: no bytes were read for it.
+        EXPECT_EQ(chunk.xxh64_size(), 0);
+        EXPECT_TRUE(chunk.data().empty());
+        ++announced;
+        return absl::OkStatus();
+      }
+      auto layout = rpc::CacheLayoutFromProto(c->GetShardManifest([&] {
+                                                 v1::ShardManifestRequest m;
+                                                 m.set_cache_id(rpc::CacheIdToBytes(id));
+                                                 return m;
+                                               }())
+                                                  ->layout());
+      EXPECT_TRUE(layout.ok());
+      return rpc::VerifyKvChunk(chunk, id, *layout);
+    });
+    EXPECT_TRUE(s.ok()) << s;
+    EXPECT_EQ(next, nb);
+    EXPECT_GT(hot, 0);
+    EXPECT_GT(cold, 0);
+    EXPECT_EQ(hot + cold, nb * engine_->config().num_kv_heads);
+    if (hot_pass) {
+      EXPECT_GT(announced, 0);
+    }
+  }
+}
+
 TEST_F(WorkerTest, BadRequestsAreInvalidArgumentNamingTheProblem) {
   auto node = StartNode({});
   ASSERT_NE(node, nullptr);

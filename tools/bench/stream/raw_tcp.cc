@@ -1,10 +1,12 @@
 #include "tools/bench/stream/raw_tcp.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -82,16 +84,42 @@ absl::StatusOr<std::vector<Pair>> Connect(int n) {
   return pairs;
 }
 
-absl::Status SendAll(int fd, uint64_t bytes, const std::vector<char>& buffer) {
-  uint64_t left = bytes;
-  while (left > 0) {
-    const size_t n = static_cast<size_t>(std::min<uint64_t>(left, buffer.size()));
-    const ssize_t w = ::send(fd, buffer.data(), n, MSG_NOSIGNAL);
+absl::Status SendBuffer(int fd, const char* data, size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::send(fd, data, n, MSG_NOSIGNAL);
     if (w < 0) {
       if (errno == EINTR) continue;
       return Errno("send");
     }
-    left -= static_cast<uint64_t>(w);
+    data += w;
+    n -= static_cast<size_t>(w);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SendAll(int fd, uint64_t bytes, const std::vector<char>& buffer) {
+  uint64_t left = bytes;
+  while (left > 0) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(left, buffer.size()));
+    if (absl::Status s = SendBuffer(fd, buffer.data(), n); !s.ok()) return s;
+    left -= n;
+  }
+  ::shutdown(fd, SHUT_WR);
+  return absl::OkStatus();
+}
+
+// read() of the whole file, each piece sent as it was read.
+absl::Status SendFile(int fd, const std::string& path, std::vector<char>& buffer) {
+  Fd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (file.get() < 0) return Errno(absl::StrCat("open ", path));
+  while (true) {
+    const ssize_t r = ::read(file.get(), buffer.data(), buffer.size());
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return Errno(absl::StrCat("read ", path));
+    }
+    if (r == 0) break;
+    if (absl::Status s = SendBuffer(fd, buffer.data(), static_cast<size_t>(r)); !s.ok()) return s;
   }
   ::shutdown(fd, SHUT_WR);
   return absl::OkStatus();
@@ -123,8 +151,12 @@ double ProcessCpuSeconds() {
   return s(u.ru_utime) + s(u.ru_stime);
 }
 
-absl::StatusOr<RawTcpResult> RunRawTcpCopy(int connections, uint64_t bytes_per_connection,
-                                           size_t buffer_bytes) {
+namespace {
+
+// Runs one sender (`send(i, fd, buffer)`) and one receiver per connection at once.
+template <typename Send>
+absl::StatusOr<RawTcpResult> RunCopy(int connections, uint64_t bytes_per_connection,
+                                     size_t buffer_bytes, Send send) {
   if (connections < 1 || buffer_bytes < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("raw tcp: ", connections, " connections of ", buffer_bytes, "-byte buffers"));
@@ -143,9 +175,7 @@ absl::StatusOr<RawTcpResult> RunRawTcpCopy(int connections, uint64_t bytes_per_c
     threads.emplace_back([&, i] {
       recv_status[i] = ReceiveAll((*pairs)[i].receiver.get(), bytes_per_connection, recv_buf[i]);
     });
-    threads.emplace_back([&, i] {
-      send_status[i] = SendAll((*pairs)[i].sender.get(), bytes_per_connection, send_buf[i]);
-    });
+    threads.emplace_back([&, i] { send_status[i] = send((*pairs)[i].sender.get(), send_buf[i]); });
   }
   for (std::thread& t : threads) t.join();
   RawTcpResult r;
@@ -158,6 +188,23 @@ absl::StatusOr<RawTcpResult> RunRawTcpCopy(int connections, uint64_t bytes_per_c
     if (!recv_status[i].ok()) return recv_status[i];
   }
   return r;
+}
+
+}  // namespace
+
+absl::StatusOr<RawTcpResult> RunRawTcpCopy(int connections, uint64_t bytes_per_connection,
+                                           size_t buffer_bytes) {
+  return RunCopy(
+      connections, bytes_per_connection, buffer_bytes,
+      [&](int fd, std::vector<char>& buffer) { return SendAll(fd, bytes_per_connection, buffer); });
+}
+
+absl::StatusOr<RawTcpResult> RunRawTcpFileCopy(int connections, const std::string& path,
+                                               size_t buffer_bytes) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return Errno(absl::StrCat("stat ", path));
+  return RunCopy(connections, static_cast<uint64_t>(st.st_size), buffer_bytes,
+                 [&](int fd, std::vector<char>& buffer) { return SendFile(fd, path, buffer); });
 }
 
 }  // namespace sparsefill::bench

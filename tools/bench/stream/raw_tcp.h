@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/statusor.h"
 
@@ -20,6 +21,12 @@ struct RawTcpResult {
 // (connections are set up before the clock starts). The reader checks that every byte arrived.
 absl::StatusOr<RawTcpResult> RunRawTcpCopy(int connections, uint64_t bytes_per_connection,
                                            size_t buffer_bytes);
+
+// The disk-tier twin: each connection's sender read()s the file at `path` from start to end
+// (the caller evicts it from the page cache first) and send()s every piece, so the copy pays for
+// the same disk reads a disk-tier StreamCache does. Every connection copies the whole file.
+absl::StatusOr<RawTcpResult> RunRawTcpFileCopy(int connections, const std::string& path,
+                                               size_t buffer_bytes);
 
 // User + system CPU seconds of this process so far (getrusage).
 double ProcessCpuSeconds();

@@ -1,0 +1,110 @@
+#include "services/engine/cuda/cuda_resources.h"
+
+#include "absl/strings/str_cat.h"
+#include "sparsefill/common/status.h"
+
+namespace sparsefill::engine::cuda {
+
+absl::Status CudaStatus(cudaError_t err, std::string_view what) {
+  if (err == cudaSuccess) return absl::OkStatus();
+  const std::string msg =
+      absl::StrCat(AsAbsl(what), ": ", cudaGetErrorName(err), " (", cudaGetErrorString(err), ")");
+  if (err == cudaErrorMemoryAllocation) return absl::ResourceExhaustedError(msg);
+  return absl::InternalError(msg);
+}
+
+absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(size_t bytes, std::string_view what) {
+  DeviceBuffer b;
+  if (bytes == 0) return b;
+  SF_RETURN_IF_ERROR(
+      CudaStatus(cudaMalloc(&b.ptr_, bytes),
+                 absl::StrCat("cudaMalloc of ", bytes, " bytes for ", AsAbsl(what))));
+  b.bytes_ = bytes;
+  return b;
+}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+    ptr_ = std::exchange(o.ptr_, nullptr);
+    bytes_ = std::exchange(o.bytes_, 0);
+  }
+  return *this;
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  if (ptr_ != nullptr) cudaFree(ptr_);
+}
+
+absl::StatusOr<PinnedBuffer> PinnedBuffer::Allocate(size_t bytes, std::string_view what) {
+  PinnedBuffer b;
+  if (bytes == 0) return b;
+  SF_RETURN_IF_ERROR(
+      CudaStatus(cudaHostAlloc(&b.ptr_, bytes, cudaHostAllocDefault),
+                 absl::StrCat("cudaHostAlloc of ", bytes, " bytes for ", AsAbsl(what))));
+  b.bytes_ = bytes;
+  return b;
+}
+
+PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& o) noexcept {
+  if (this != &o) {
+    if (ptr_ != nullptr) cudaFreeHost(ptr_);
+    ptr_ = std::exchange(o.ptr_, nullptr);
+    bytes_ = std::exchange(o.bytes_, 0);
+  }
+  return *this;
+}
+
+PinnedBuffer::~PinnedBuffer() {
+  if (ptr_ != nullptr) cudaFreeHost(ptr_);
+}
+
+absl::StatusOr<Stream> Stream::Create() {
+  Stream s;
+  SF_RETURN_IF_ERROR(
+      CudaStatus(cudaStreamCreateWithFlags(&s.s_, cudaStreamNonBlocking), "cudaStreamCreate"));
+  return s;
+}
+
+Stream& Stream::operator=(Stream&& o) noexcept {
+  if (this != &o) {
+    if (s_ != nullptr) cudaStreamDestroy(s_);
+    s_ = std::exchange(o.s_, nullptr);
+  }
+  return *this;
+}
+
+Stream::~Stream() {
+  if (s_ != nullptr) cudaStreamDestroy(s_);
+}
+
+absl::StatusOr<Event> Event::Create(bool timing) {
+  Event e;
+  SF_RETURN_IF_ERROR(CudaStatus(
+      cudaEventCreateWithFlags(&e.e_, timing ? cudaEventDefault : cudaEventDisableTiming),
+      "cudaEventCreate"));
+  return e;
+}
+
+Event& Event::operator=(Event&& o) noexcept {
+  if (this != &o) {
+    if (e_ != nullptr) cudaEventDestroy(e_);
+    e_ = std::exchange(o.e_, nullptr);
+  }
+  return *this;
+}
+
+Event::~Event() {
+  if (e_ != nullptr) cudaEventDestroy(e_);
+}
+
+int CudaDeviceCount() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver" error for later callers
+    return 0;
+  }
+  return n;
+}
+
+}  // namespace sparsefill::engine::cuda
