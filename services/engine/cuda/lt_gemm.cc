@@ -1,15 +1,84 @@
 #include "services/engine/cuda/lt_gemm.h"
 
+#include <dlfcn.h>
+
+#include <mutex>
+
 #include "absl/strings/str_cat.h"
 #include "sparsefill/common/status.h"
 
 namespace sparsefill::engine::cuda {
 namespace {
 
+// cuBLASLt is opened when the first cuda runner is made, not linked: loading libcublasLt into a
+// process (its initialisers run at load) makes civetweb, under prometheus-cpp's metrics
+// exposer, fail to start ("null context when constructing CivetServer") in every server that
+// links the engine, even on the cpu backend. Only these entry points are used.
+struct LtApi {
+  decltype(&cublasLtCreate) create = nullptr;
+  decltype(&cublasLtDestroy) destroy = nullptr;
+  decltype(&cublasLtGetStatusName) status_name = nullptr;
+  decltype(&cublasLtGetStatusString) status_string = nullptr;
+  decltype(&cublasLtMatmulDescCreate) desc_create = nullptr;
+  decltype(&cublasLtMatmulDescDestroy) desc_destroy = nullptr;
+  decltype(&cublasLtMatmulDescSetAttribute) desc_set = nullptr;
+  decltype(&cublasLtMatrixLayoutCreate) layout_create = nullptr;
+  decltype(&cublasLtMatrixLayoutDestroy) layout_destroy = nullptr;
+  decltype(&cublasLtMatmulPreferenceCreate) pref_create = nullptr;
+  decltype(&cublasLtMatmulPreferenceDestroy) pref_destroy = nullptr;
+  decltype(&cublasLtMatmulPreferenceSetAttribute) pref_set = nullptr;
+  decltype(&cublasLtMatmulAlgoGetHeuristic) heuristic = nullptr;
+  decltype(&cublasLtMatmul) matmul = nullptr;
+};
+
+const LtApi* Api(std::string* error) {
+  static LtApi api;
+  static std::string failure;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* h = nullptr;
+    for (const char* name : {"libcublasLt.so.13", "libcublasLt.so"}) {
+      h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+      if (h != nullptr) break;
+    }
+    if (h == nullptr) {
+      const char* e = dlerror();
+      failure = absl::StrCat("cannot open libcublasLt.so.13: ", e != nullptr ? e : "?");
+      return;
+    }
+    auto get = [&](auto& fn, const char* sym) {
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(h, sym));
+      if (fn == nullptr && failure.empty()) failure = absl::StrCat("libcublasLt has no ", sym);
+    };
+    get(api.create, "cublasLtCreate");
+    get(api.destroy, "cublasLtDestroy");
+    get(api.status_name, "cublasLtGetStatusName");
+    get(api.status_string, "cublasLtGetStatusString");
+    get(api.desc_create, "cublasLtMatmulDescCreate");
+    get(api.desc_destroy, "cublasLtMatmulDescDestroy");
+    get(api.desc_set, "cublasLtMatmulDescSetAttribute");
+    get(api.layout_create, "cublasLtMatrixLayoutCreate");
+    get(api.layout_destroy, "cublasLtMatrixLayoutDestroy");
+    get(api.pref_create, "cublasLtMatmulPreferenceCreate");
+    get(api.pref_destroy, "cublasLtMatmulPreferenceDestroy");
+    get(api.pref_set, "cublasLtMatmulPreferenceSetAttribute");
+    get(api.heuristic, "cublasLtMatmulAlgoGetHeuristic");
+    get(api.matmul, "cublasLtMatmul");
+  });
+  if (!failure.empty()) {
+    if (error != nullptr) *error = failure;
+    return nullptr;
+  }
+  return &api;
+}
+
+// Only called once Api() succeeded (an LtGemm exists).
+const LtApi& Lt() { return *Api(nullptr); }
+
 absl::Status LtStatus(cublasStatus_t s, const char* what) {
   if (s == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat("cuBLASLt ", what, ": ", cublasLtGetStatusName(s), " (",
-                                          cublasLtGetStatusString(s), ")"));
+  return absl::InternalError(
+      absl::StrCat("cuBLASLt ", what, ": ", Lt().status_name(s), " (", Lt().status_string(s), ")"));
 }
 
 #define SF_LT(expr, what) SF_RETURN_IF_ERROR(LtStatus((expr), (what)))
@@ -24,23 +93,25 @@ struct LtGemm::Plan {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
   cublasLtMatmulAlgo_t algo{};
   ~Plan() {
-    if (d) cublasLtMatrixLayoutDestroy(d);
-    if (b) cublasLtMatrixLayoutDestroy(b);
-    if (a) cublasLtMatrixLayoutDestroy(a);
-    if (op) cublasLtMatmulDescDestroy(op);
+    if (d) Lt().layout_destroy(d);
+    if (b) Lt().layout_destroy(b);
+    if (a) Lt().layout_destroy(a);
+    if (op) Lt().desc_destroy(op);
   }
 };
 
 absl::StatusOr<std::unique_ptr<LtGemm>> LtGemm::Create(size_t workspace_bytes) {
+  std::string error;
+  if (Api(&error) == nullptr) return absl::FailedPreconditionError(error);
   std::unique_ptr<LtGemm> g(new LtGemm());
-  SF_LT(cublasLtCreate(&g->handle_), "create");
+  SF_LT(Lt().create(&g->handle_), "create");
   SF_ASSIGN_OR_RETURN(g->workspace_, DeviceBuffer::Allocate(workspace_bytes, "cuBLASLt workspace"));
   return g;
 }
 
 LtGemm::~LtGemm() {
   plans_.clear();
-  if (handle_ != nullptr) cublasLtDestroy(handle_);
+  if (handle_ != nullptr) Lt().destroy(handle_);
 }
 
 absl::StatusOr<const LtGemm::Plan*> LtGemm::PlanFor(const LinearArgs& a) {
@@ -49,37 +120,32 @@ absl::StatusOr<const LtGemm::Plan*> LtGemm::PlanFor(const LinearArgs& a) {
   if (it != plans_.end()) return it->second.get();
   auto p = std::make_unique<Plan>();
   const cudaDataType_t ytype = a.y_dtype == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF;
-  SF_LT(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc");
+  SF_LT(Lt().desc_create(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc");
   const cublasOperation_t t = CUBLAS_OP_T, n = CUBLAS_OP_N;
-  SF_LT(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof(t)),
-        "transa");
-  SF_LT(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &n, sizeof(n)),
-        "transb");
+  SF_LT(Lt().desc_set(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof(t)), "transa");
+  SF_LT(Lt().desc_set(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &n, sizeof(n)), "transb");
   if (a.bias != nullptr) {
     const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-    SF_LT(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)),
-          "epilogue");
+    SF_LT(Lt().desc_set(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)), "epilogue");
     const cudaDataType_t btype = CUDA_R_16BF;
-    SF_LT(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &btype,
-                                         sizeof(btype)),
+    SF_LT(Lt().desc_set(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &btype, sizeof(btype)),
           "bias type");
   }
-  SF_LT(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, a.in, a.out, a.in), "layout W");
-  SF_LT(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, a.in, a.rows, a.ldx), "layout x");
-  SF_LT(cublasLtMatrixLayoutCreate(&p->d, ytype, a.out, a.rows, a.ldy), "layout y");
+  SF_LT(Lt().layout_create(&p->a, CUDA_R_16BF, a.in, a.out, a.in), "layout W");
+  SF_LT(Lt().layout_create(&p->b, CUDA_R_16BF, a.in, a.rows, a.ldx), "layout x");
+  SF_LT(Lt().layout_create(&p->d, ytype, a.out, a.rows, a.ldy), "layout y");
 
   cublasLtMatmulPreference_t pref = nullptr;
-  SF_LT(cublasLtMatmulPreferenceCreate(&pref), "preference");
+  SF_LT(Lt().pref_create(&pref), "preference");
   const size_t ws = workspace_.bytes();
-  cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(
-      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+  cublasStatus_t st =
+      Lt().pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   if (st == CUBLAS_STATUS_SUCCESS) {
-    st = cublasLtMatmulAlgoGetHeuristic(handle_, p->op, p->a, p->b, p->d, p->d, pref, 1, &result,
-                                        &found);
+    st = Lt().heuristic(handle_, p->op, p->a, p->b, p->d, p->d, pref, 1, &result, &found);
   }
-  cublasLtMatmulPreferenceDestroy(pref);
+  Lt().pref_destroy(pref);
   SF_LT(st, "heuristic");
   if (found == 0) {
     return absl::InternalError(absl::StrCat("cuBLASLt has no algorithm for ", a.rows, " x ", a.in,
@@ -106,13 +172,12 @@ absl::Status LtGemm::Linear(const LinearArgs& a, cudaStream_t stream) {
   if (a.rows == 0) return absl::OkStatus();
   SF_ASSIGN_OR_RETURN(const Plan* p, PlanFor(a));
   if (a.bias != nullptr) {
-    SF_LT(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &a.bias,
-                                         sizeof(a.bias)),
+    SF_LT(Lt().desc_set(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &a.bias, sizeof(a.bias)),
           "bias pointer");
   }
   const float alpha = 1.0f, beta = 0.0f;
-  SF_LT(cublasLtMatmul(handle_, p->op, &alpha, a.w, p->a, a.x, p->b, &beta, a.y, p->d, a.y, p->d,
-                       &p->algo, workspace_.get(), workspace_.bytes(), stream),
+  SF_LT(Lt().matmul(handle_, p->op, &alpha, a.w, p->a, a.x, p->b, &beta, a.y, p->d, a.y, p->d,
+                    &p->algo, workspace_.get(), workspace_.bytes(), stream),
         "matmul");
   return absl::OkStatus();
 }
