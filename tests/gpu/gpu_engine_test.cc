@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "services/engine/cuda/cuda_runner.h"
 #include "sparsefill/common/rng.h"
 #include "sparsefill/engine/engine.h"
 #include "sparsefill/engine/synthetic_checkpoint.h"
@@ -75,6 +76,7 @@ SelectionConfig Small(Policy policy, bool forced_only) {
 class CudaEngineTest : public ::testing::TestWithParam<Policy> {
  protected:
   static void SetUpTestSuite() {
+    cuda::EnableCudaBackend();
     if (!HaveDevice()) return;
     auto config = SyntheticModelConfig("tiny");
     ASSERT_TRUE(config.ok()) << config.status();
@@ -196,6 +198,7 @@ INSTANTIATE_TEST_SUITE_P(Policies, CudaEngineTest,
 
 TEST(CudaEngineErrors, ShardedPrefillIsRefusedClearly) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  cuda::EnableCudaBackend();
   auto config = SyntheticModelConfig("tiny");
   ASSERT_TRUE(config.ok());
   SyntheticCheckpointOptions o;

@@ -1,10 +1,16 @@
 // sparsefill: the command-line entry point. Flags live here only; components take option structs.
+#if SPARSEFILL_HAVE_CUDA_ENGINE
+#include "services/engine/cuda/cuda_runner.h"
+#endif
 #include <cstdio>
 
 #include "CLI/CLI.hpp"
 #include "tools/sparsefill/commands.h"
 
 int main(int argc, char** argv) {
+#if SPARSEFILL_HAVE_CUDA_ENGINE
+  sparsefill::engine::cuda::EnableCudaBackend();
+#endif
   CLI::App app{"sparsefill: block-sparse prefill of very long prompts"};
   app.require_subcommand(1);
   sparsefill::tools::PrefillArgs prefill_args;

@@ -234,8 +234,17 @@ class Engine {
   std::unique_ptr<ModelRunner> runner_;
 };
 
-// Creates the runner for `backend` ("cpu"; "auto" picks the best available).
+// Creates the runner for `backend` ("cpu"; "cuda" when this process enabled it; "auto" picks
+// cuda when enabled and a device is visible, else cpu).
 absl::StatusOr<std::unique_ptr<ModelRunner>> CreateModelRunner(std::string_view backend,
                                                                const Checkpoint& checkpoint);
+
+// The cuda backend is linked only into the binaries that call
+// sparsefill::engine::cuda::EnableCudaBackend() (services/engine/cuda/cuda_runner.h) at start-up:
+// the CLI, the benchmarks and the GPU tests. Linking the CUDA runtime into a server breaks its
+// metrics endpoint (civetweb answers every request with an empty reply), so the servers stay
+// cpu-only until that is understood.
+using CudaRunnerFactory = absl::StatusOr<std::unique_ptr<ModelRunner>> (*)(const Checkpoint&);
+void SetCudaBackend(CudaRunnerFactory create, bool (*available)());
 
 }  // namespace sparsefill::engine

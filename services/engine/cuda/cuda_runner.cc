@@ -644,6 +644,8 @@ absl::StatusOr<ShardPrefillResult> CudaRunner::RunOne(const PrefillPlan& plan,
 
 bool CudaAvailable() { return CudaDeviceCount() > 0; }
 
+void EnableCudaBackend() { SetCudaBackend(&CreateCudaRunner, &CudaAvailable); }
+
 absl::StatusOr<std::unique_ptr<ModelRunner>> CreateCudaRunner(const Checkpoint& checkpoint) {
   if (!CudaAvailable()) {
     return absl::FailedPreconditionError("backend \"cuda\": no CUDA device is visible");

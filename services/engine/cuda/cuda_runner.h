@@ -18,4 +18,8 @@ bool CudaAvailable();
 // FailedPrecondition when no device is present; ResourceExhausted when the weights do not fit.
 absl::StatusOr<std::unique_ptr<ModelRunner>> CreateCudaRunner(const Checkpoint& checkpoint);
 
+// Makes "cuda" (and "auto" on a GPU machine) available to Engine::Create in this process
+// (engine.h, SetCudaBackend). Call once at start-up.
+void EnableCudaBackend();
+
 }  // namespace sparsefill::engine::cuda

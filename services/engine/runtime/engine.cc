@@ -8,11 +8,11 @@
 #include <utility>
 #include <vector>
 
+#include <atomic>
 #include "absl/strings/str_cat.h"
+
 #include "services/engine/cpu/cpu_runner.h"
-#if SPARSEFILL_HAVE_CUDA_ENGINE
-#include "services/engine/cuda/cuda_runner.h"
-#endif
+
 #include "sparsefill/common/status.h"
 #include "sparsefill/engine/quality.h"
 
@@ -24,19 +24,30 @@ constexpr int64_t kMlpChunkTokens = 4096;
 
 }  // namespace
 
+namespace {
+// Set once at start-up by EnableCudaBackend(), before any engine is made.
+std::atomic<CudaRunnerFactory> cuda_factory{nullptr};
+std::atomic<bool (*)()> cuda_available{nullptr};
+}  // namespace
+
+void SetCudaBackend(CudaRunnerFactory create, bool (*available)()) {
+  cuda_factory.store(create);
+  cuda_available.store(available);
+}
+
 absl::StatusOr<std::unique_ptr<ModelRunner>> CreateModelRunner(std::string_view backend,
                                                                const Checkpoint& checkpoint) {
-#if SPARSEFILL_HAVE_CUDA_ENGINE
-  if (backend == "cuda" || (backend == "auto" && cuda::CudaAvailable())) {
-    return cuda::CreateCudaRunner(checkpoint);
+  const CudaRunnerFactory cuda = cuda_factory.load();
+  bool (*available)() = cuda_available.load();
+  if (backend == "cuda" ||
+      (backend == "auto" && cuda != nullptr && available != nullptr && available())) {
+    if (cuda == nullptr) {
+      return absl::FailedPreconditionError(
+          "backend \"cuda\": this binary has no CUDA backend (the sparsefill CLI and the "
+          "benchmarks have it when built with nvcc; the servers do not yet, see README)");
+    }
+    return cuda(checkpoint);
   }
-#else
-  if (backend == "cuda") {
-    return absl::FailedPreconditionError(
-        "backend \"cuda\": this build has no CUDA backend (configure with nvcc present, "
-        "SPARSEFILL_CUDA=ON)");
-  }
-#endif
   if (backend == "cpu" || backend == "auto") return cpu::CreateCpuRunner(checkpoint);
   return absl::InvalidArgumentError(
       absl::StrCat("unknown backend \"", AsAbsl(backend), "\" (expected cpu, cuda or auto)"));

@@ -19,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "services/engine/cuda/cuda_runner.h"
 #include "sparsefill/common/dtype.h"
 #include "sparsefill/common/rng.h"
 #include "sparsefill/common/status.h"
@@ -221,6 +222,7 @@ int RunPrefill(const PrefillArgs& args) {
   for (int64_t n : a.tokens) {
     if (n < 1) return Fail("prefill", absl::InvalidArgumentError("--tokens must be >= 1"));
   }
+  engine::cuda::EnableCudaBackend();
   const std::string date = UtcIsoNow();
   std::string model_note;
   if (absl::Status s = EnsureModel(a, &model_note); !s.ok()) return Fail("prefill", s);
