@@ -20,6 +20,9 @@
 #include <vector>
 
 #include <prometheus/registry.h>
+#if SPARSEFILL_HAVE_CUDA_ENGINE
+#include "services/engine/cuda/cuda_runner.h"
+#endif
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/auth_tokens.h"
@@ -48,7 +51,9 @@ constexpr char kUsage[] = R"(usage: sparsefill-worker --model NAME=DIR --store D
                            0 picks a free port). Prints "metrics on HOST:PORT" on stdout.
   --model NAME=DIR         a Hugging Face checkpoint to serve as NAME (repeatable; at least one)
   --store DIR              worker state: KV store (DIR/kv) and shard records (DIR/shards)
-  --backend NAME           engine backend (default cpu)
+  --backend NAME           engine backend: cpu, cuda (this worker's GPU; a binary built
+                           without CUDA says so) or auto (cuda when a GPU is visible; default
+                           cpu). The cuda backend runs unsharded prompts (one worker)
   --host-budget BYTES      host memory for hot KV blocks (default 1073741824)
   --hot-blocks N           hot blocks per (layer, KV head) of each shard (default 64)
   --ttl-seconds S          TTL of caches whose request sets none (default 86400; 0 = never)
@@ -374,4 +379,11 @@ int Run(int argc, char** argv) {
 }  // namespace
 }  // namespace sparsefill::worker
 
-int main(int argc, char** argv) { return sparsefill::worker::Run(argc, argv); }
+int main(int argc, char** argv) {
+#if SPARSEFILL_HAVE_CUDA_ENGINE
+  // --backend cuda|auto: the cuda runner serves a whole prompt on this worker's GPU (a prompt
+  // sharded over several workers needs the multi-GPU transport and is refused as Unimplemented).
+  sparsefill::engine::cuda::EnableCudaBackend();
+#endif
+  return sparsefill::worker::Run(argc, argv);
+}

@@ -37,6 +37,7 @@ struct DemoArgs {
   int64_t max_tokens = 32768;
   int32_t workers = 2;
   std::string policy = "phsa";
+  std::string backend = "cpu";  // the workers' engine backend: cpu|cuda|auto
   bool measure = true;
   int32_t next_token = -1;  // -1: the token that follows the prompt in the text
   bool json = false;

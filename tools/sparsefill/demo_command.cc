@@ -276,6 +276,7 @@ absl::Status Run(const DemoArgs& a, SignalWatcher& watcher, Progress& progress, 
   co.workers = a.workers;
   co.work_dir = work->path();
   co.metrics_port_base = a.metrics_port_base;
+  co.worker_flags = {"--backend", a.backend};
   // The workers share this machine's cores: each gets its share (unless the caller chose).
   if (std::getenv("OMP_NUM_THREADS") == nullptr) {
     const int32_t cores = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
@@ -386,6 +387,10 @@ CLI::App* AddDemoCommand(CLI::App& app, DemoArgs& a) {
   cmd->add_option("--workers", a.workers, "number of sparsefill-worker processes")
       ->capture_default_str();
   cmd->add_option("--policy", a.policy, "dense|infllmv2|phsa|nosa")->capture_default_str();
+  cmd->add_option("--backend", a.backend,
+                  "the workers' engine backend: cpu|cuda|auto (cuda runs the prompt on one "
+                  "worker's GPU: give --workers 1 --no-measure)")
+      ->capture_default_str();
   cmd->add_flag("--measure,!--no-measure", a.measure,
                 "measure quality against dense attention (default on; --no-measure skips the "
                 "dense reference run)");
@@ -419,6 +424,17 @@ int RunDemo(const DemoArgs& a) {
                  a.metrics_port_base, a.workers);
     return 2;
   }
+  if (a.backend != "cpu" && a.backend != "cuda" && a.backend != "auto") {
+    std::fprintf(stderr, "sparsefill demo: --backend %s: give cpu, cuda or auto\n",
+                 a.backend.c_str());
+    return 2;
+  }
+  if (a.backend == "cuda" && (a.workers != 1 || a.measure)) {
+    std::fprintf(stderr,
+                 "sparsefill demo: --backend cuda runs a prompt on one worker's GPU and does not "
+                 "measure quality yet: add --workers 1 --no-measure\n");
+    return 2;
+  }
   if (!(a.hold_seconds >= 0) || a.hold_seconds > 7 * 24 * 3600) {
     std::fprintf(stderr, "sparsefill demo: --hold-seconds %g: give 0 .. 604800\n", a.hold_seconds);
     return 2;
@@ -438,6 +454,7 @@ int RunDemo(const DemoArgs& a) {
     r.text_source = run.prompt.source;
     r.model_dir = run.model_dir;
     r.workers = a.workers;
+    r.backend = a.backend;
     r.prefill = run.prefill;
     r.sink = run.sink;
     r.prefill_done_unix_ms = run.prefill_done_unix_ms;

@@ -60,6 +60,7 @@ void PrintDemoReport(const DemoReport& r, bool json) {
     nlohmann::json out = {{"text", r.text_source},
                           {"model_dir", r.model_dir},
                           {"workers", r.workers},
+                          {"backend", r.backend},
                           {"cache_id", c.id.ToHex()},
                           {"prefill",
                            {{"tokens", s.num_tokens},
@@ -87,8 +88,8 @@ void PrintDemoReport(const DemoReport& r, bool json) {
 
   std::printf(
       "\nsparsefill demo: %d x sparsefill-worker, sparsefill-coordinator and decode-sink "
-      "as separate processes on loopback (CPU backend)\n",
-      r.workers);
+      "as separate processes on loopback (--backend %s)\n",
+      r.workers, r.backend.c_str());
   std::printf("  text        %s\n", r.text_source.c_str());
   std::printf("  model       %s (%s): %d layers, %d KV heads x %d, cache in %s\n", c.model.c_str(),
               r.model_dir.c_str(), c.layout.num_layers, c.layout.kv_heads, c.layout.head_dim,

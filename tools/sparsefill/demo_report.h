@@ -15,6 +15,7 @@ struct DemoReport {
   std::string text_source;
   std::string model_dir;
   int32_t workers = 0;
+  std::string backend = "cpu";  // what the workers were started with
   client::PrefillResult prefill;
   nlohmann::json sink;  // decode-sink --json
   int64_t prefill_done_unix_ms = 0;

@@ -241,9 +241,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> CreateModelRunner(std::string_view 
 
 // The cuda backend is linked only into the binaries that call
 // sparsefill::engine::cuda::EnableCudaBackend() (services/engine/cuda/cuda_runner.h) at start-up:
-// the CLI, the benchmarks and the GPU tests. Linking the CUDA runtime into a server breaks its
-// metrics endpoint (civetweb answers every request with an empty reply), so the servers stay
-// cpu-only until that is understood.
+// the CLI, the worker, the benchmarks and the GPU tests; the others stay free of the CUDA runtime.
 using CudaRunnerFactory = absl::StatusOr<std::unique_ptr<ModelRunner>> (*)(const Checkpoint&);
 void SetCudaBackend(CudaRunnerFactory create, bool (*available)());
 

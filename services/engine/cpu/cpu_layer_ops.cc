@@ -108,9 +108,7 @@ absl::Status LayerOps::OutputAndMlp(int32_t layer, const float* attn, int64_t ro
   const LayerWeights& w = w_.layers[static_cast<size_t>(layer)];
   const int64_t hid = c_.hidden_size, inter = c_.intermediate_size;
   const int64_t qd = int64_t{c_.num_heads} * c_.head_dim;
-  const float residual_scale =
-      c_.scale_depth > 0 ? static_cast<float>(c_.scale_depth / std::sqrt(double(c_.num_layers)))
-                         : 1.0f;
+  const float residual_scale = static_cast<float>(c_.ResidualScale());
   chunk = std::max<int64_t>(1, std::min(chunk, rows));
   Grow(s.h, rows * hid);
   Grow(s.delta, rows * hid);

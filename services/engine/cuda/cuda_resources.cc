@@ -13,52 +13,6 @@ absl::Status CudaStatus(cudaError_t err, std::string_view what) {
   return absl::InternalError(msg);
 }
 
-absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(size_t bytes, std::string_view what) {
-  DeviceBuffer b;
-  if (bytes == 0) return b;
-  SF_RETURN_IF_ERROR(
-      CudaStatus(cudaMalloc(&b.ptr_, bytes),
-                 absl::StrCat("cudaMalloc of ", bytes, " bytes for ", AsAbsl(what))));
-  b.bytes_ = bytes;
-  return b;
-}
-
-DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
-  if (this != &o) {
-    if (ptr_ != nullptr) cudaFree(ptr_);
-    ptr_ = std::exchange(o.ptr_, nullptr);
-    bytes_ = std::exchange(o.bytes_, 0);
-  }
-  return *this;
-}
-
-DeviceBuffer::~DeviceBuffer() {
-  if (ptr_ != nullptr) cudaFree(ptr_);
-}
-
-absl::StatusOr<PinnedBuffer> PinnedBuffer::Allocate(size_t bytes, std::string_view what) {
-  PinnedBuffer b;
-  if (bytes == 0) return b;
-  SF_RETURN_IF_ERROR(
-      CudaStatus(cudaHostAlloc(&b.ptr_, bytes, cudaHostAllocDefault),
-                 absl::StrCat("cudaHostAlloc of ", bytes, " bytes for ", AsAbsl(what))));
-  b.bytes_ = bytes;
-  return b;
-}
-
-PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& o) noexcept {
-  if (this != &o) {
-    if (ptr_ != nullptr) cudaFreeHost(ptr_);
-    ptr_ = std::exchange(o.ptr_, nullptr);
-    bytes_ = std::exchange(o.bytes_, 0);
-  }
-  return *this;
-}
-
-PinnedBuffer::~PinnedBuffer() {
-  if (ptr_ != nullptr) cudaFreeHost(ptr_);
-}
-
 absl::StatusOr<Stream> Stream::Create() {
   Stream s;
   SF_RETURN_IF_ERROR(

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "sparsefill/common/status.h"
 
 namespace sparsefill::engine::cuda {
@@ -20,17 +21,49 @@ absl::Status CudaStatus(cudaError_t err, std::string_view what);
 #define SF_CUDA_RETURN_IF_ERROR(expr, what) \
   SF_RETURN_IF_ERROR(::sparsefill::engine::cuda::CudaStatus((expr), (what)))
 
-// cudaMalloc'd bytes; moves, never copies. Zero bytes holds nothing.
-class DeviceBuffer {
+// The two kinds of memory a CudaBuffer can own.
+struct DeviceMemory {  // cudaMalloc'd
+  static constexpr const char* kAllocator = "cudaMalloc";
+  static cudaError_t Allocate(void** p, size_t bytes) { return cudaMalloc(p, bytes); }
+  static void Free(void* p) { cudaFree(p); }
+};
+struct PinnedMemory {  // cudaHostAlloc'd, so device<->host copies run asynchronously at full speed
+  static constexpr const char* kAllocator = "cudaHostAlloc";
+  static cudaError_t Allocate(void** p, size_t bytes) {
+    return cudaHostAlloc(p, bytes, cudaHostAllocDefault);
+  }
+  static void Free(void* p) { cudaFreeHost(p); }
+};
+
+// Bytes of `Memory`; moves, never copies. Zero bytes holds nothing.
+template <typename Memory>
+class CudaBuffer {
  public:
-  DeviceBuffer() = default;
-  static absl::StatusOr<DeviceBuffer> Allocate(size_t bytes, std::string_view what);
-  DeviceBuffer(DeviceBuffer&& o) noexcept
+  CudaBuffer() = default;
+  static absl::StatusOr<CudaBuffer> Allocate(size_t bytes, std::string_view what) {
+    CudaBuffer b;
+    if (bytes == 0) return b;
+    SF_RETURN_IF_ERROR(
+        CudaStatus(Memory::Allocate(&b.ptr_, bytes),
+                   absl::StrCat(Memory::kAllocator, " of ", bytes, " bytes for ", AsAbsl(what))));
+    b.bytes_ = bytes;
+    return b;
+  }
+  CudaBuffer(CudaBuffer&& o) noexcept
       : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer();
+  CudaBuffer& operator=(CudaBuffer&& o) noexcept {
+    if (this != &o) {
+      if (ptr_ != nullptr) Memory::Free(ptr_);
+      ptr_ = std::exchange(o.ptr_, nullptr);
+      bytes_ = std::exchange(o.bytes_, 0);
+    }
+    return *this;
+  }
+  CudaBuffer(const CudaBuffer&) = delete;
+  CudaBuffer& operator=(const CudaBuffer&) = delete;
+  ~CudaBuffer() {
+    if (ptr_ != nullptr) Memory::Free(ptr_);
+  }
 
   void* get() const { return ptr_; }
   template <typename T>
@@ -44,29 +77,8 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
-// cudaHostAlloc'd (pinned) bytes, so that device<->host copies run asynchronously at full speed.
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  static absl::StatusOr<PinnedBuffer> Allocate(size_t bytes, std::string_view what);
-  PinnedBuffer(PinnedBuffer&& o) noexcept
-      : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept;
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  ~PinnedBuffer();
-
-  void* get() const { return ptr_; }
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(ptr_);
-  }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
+using DeviceBuffer = CudaBuffer<DeviceMemory>;
+using PinnedBuffer = CudaBuffer<PinnedMemory>;
 
 class Stream {
  public:

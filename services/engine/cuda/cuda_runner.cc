@@ -63,6 +63,7 @@ class CudaRunner final : public ModelRunner {
   CudaRunner(ModelConfig config, DeviceWeights weights, std::unique_ptr<LtGemm> gemm,
              Stream compute, Stream copy)
       : config_(std::move(config)),
+        residual_scale_(static_cast<float>(config_.ResidualScale())),
         weights_(std::move(weights)),
         gemm_(std::move(gemm)),
         compute_(std::move(compute)),
@@ -179,6 +180,7 @@ class CudaRunner final : public ModelRunner {
   }
 
   ModelConfig config_;
+  const float residual_scale_;  // MiniCPM's scale_depth / sqrt(layers); 1 for the others
   DeviceWeights weights_;
   std::unique_ptr<LtGemm> gemm_;
   Stream compute_, copy_;
@@ -249,10 +251,7 @@ absl::Status CudaRunner::EnsurePolicyBuffers(const PrefillPlan& plan, const Size
 
 absl::Status CudaRunner::Mlp(int32_t li, const Sizes& s, RunBuffers& b) {
   const DeviceLayerWeights& w = weights_.layers[static_cast<size_t>(li)];
-  const float rs =
-      config_.scale_depth > 0
-          ? static_cast<float>(config_.scale_depth / std::sqrt(double(config_.num_layers)))
-          : 1.0f;
+  const float rs = residual_scale_;
   uint16_t* x = b.x.as<uint16_t>();
   uint16_t* h = b.h.as<uint16_t>();
   uint16_t* gu = b.gate_up.as<uint16_t>();
@@ -393,10 +392,7 @@ absl::Status CudaRunner::Layer(int32_t li, const PrefillPlan& plan, const Sizes&
         ap, kernels::BlockSelection{b.blocks.as<int32_t>(), sel.topk, sel.block_size}, st));
   }
 
-  const float rs =
-      config_.scale_depth > 0
-          ? static_cast<float>(config_.scale_depth / std::sqrt(double(config_.num_layers)))
-          : 1.0f;
+  const float rs = residual_scale_;
   SF_RETURN_IF_ERROR(Linear(b.attn.get(), s.qd, s.n, w.wo, s.qd, s.hid, {}, h, s.hid));
   SF_RETURN_IF_ERROR(LaunchAddScaled(x, h, s.n * s.hid, rs, st));
   return Mlp(li, s, b);

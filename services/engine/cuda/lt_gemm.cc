@@ -10,10 +10,12 @@
 namespace sparsefill::engine::cuda {
 namespace {
 
-// cuBLASLt is opened when the first cuda runner is made, not linked: loading libcublasLt into a
-// process (its initialisers run at load) makes civetweb, under prometheus-cpp's metrics
-// exposer, fail to start ("null context when constructing CivetServer") in every server that
-// links the engine, even on the cpu backend. Only these entry points are used.
+// cuBLASLt is opened when the first cuda runner is made, not linked: a library loaded at start-up
+// puts its thread-local storage (94 KiB for cuBLASLt) in every thread's static TLS, which glibc
+// carves out of each thread's stack; threads started with small fixed stacks (Debian's civetweb
+// used 100 KiB, see services/metrics/exposer.h) then fail to start. Opened later, its TLS is
+// allocated on demand instead, and processes that never make a cuda runner never load it.
+// Only these entry points are used.
 struct LtApi {
   decltype(&cublasLtCreate) create = nullptr;
   decltype(&cublasLtDestroy) destroy = nullptr;

@@ -14,8 +14,9 @@
 
 namespace sparsefill::metrics::testing {
 
-// The whole response (status line, headers, body) of GET `path` on 127.0.0.1:`port`.
-inline absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
+// Sends `request` as is to 127.0.0.1:`port` and returns the whole response (status line,
+// headers, body) once the server closes the connection.
+inline absl::StatusOr<std::string> HttpExchange(int port, const std::string& request) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return absl::InternalError("socket failed");
   timeval tv{.tv_sec = 10, .tv_usec = 0};
@@ -28,8 +29,8 @@ inline absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
     ::close(fd);
     return absl::UnavailableError(absl::StrCat("connect to 127.0.0.1:", port, " failed"));
   }
-  const std::string req = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-  if (::send(fd, req.data(), req.size(), 0) != static_cast<ssize_t>(req.size())) {
+  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(request.size())) {
     ::close(fd);
     return absl::UnavailableError("send failed");
   }
@@ -46,6 +47,11 @@ inline absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
   }
   ::close(fd);
   return out;
+}
+
+// The whole response of GET `path` on 127.0.0.1:`port`.
+inline absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
+  return HttpExchange(port, absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"));
 }
 
 // A port that was free a moment ago on 127.0.0.1 (for processes that must be told their port).

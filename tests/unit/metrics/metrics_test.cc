@@ -333,5 +333,103 @@ TEST(MetricsExposerTest, BadAddressesAreRefusedClearly) {
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable) << second.status();
 }
 
+TEST(MetricsExposerTest, AnswersOtherRequestsWithTheRightStatus) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  PrefillMetricSet prefill(*registry);
+  auto exposer = MetricsExposer::Start("127.0.0.1:0", registry);
+  ASSERT_TRUE(exposer.ok()) << exposer.status();
+  const int port = (*exposer)->port();
+  struct Case {
+    std::string request;
+    std::string status;
+  };
+  const std::vector<Case> cases = {
+      {"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 200 OK"},
+      {"GET /metrics HTTP/1.1\n\n", "HTTP/1.1 200 OK"},
+      {"GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 404 Not Found"},
+      {"GET /metricsx HTTP/1.1\r\n\r\n", "HTTP/1.1 404 Not Found"},
+      {"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "HTTP/1.1 405 Method Not Allowed"},
+      {"GET /metrics\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+      {"GET /metrics SPDY/3\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+      {"\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+      {"GET /metrics HTTP/1.1\r\nX: " + std::string(9000, 'a') + "\r\n\r\n",
+       "HTTP/1.1 431 Request Header Fields Too Large"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.request.substr(0, 40));
+    auto reply = testing::HttpExchange(port, c.request);
+    ASSERT_TRUE(reply.ok()) << reply.status();
+    EXPECT_EQ(reply->substr(0, c.status.size()), c.status) << reply->substr(0, 200);
+  }
+  auto head = testing::HttpExchange(port, "HEAD /metrics HTTP/1.1\r\n\r\n");
+  ASSERT_TRUE(head.ok()) << head.status();
+  EXPECT_THAT(*head, HasSubstr("200 OK"));
+  EXPECT_THAT(*head, HasSubstr("Content-Length: "));
+  EXPECT_EQ(head->substr(head->size() - 4), "\r\n\r\n") << "HEAD carries no body";
+  EXPECT_EQ((*exposer)->scrapes(), 2);  // the two 200 GETs above
+}
+
+TEST(MetricsExposerTest, SilentAndExcessClientsDoNotBlockScrapes) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  PrefillMetricSet prefill(*registry);
+  ExposerLimits limits;
+  limits.max_connections = 4;
+  limits.connection_timeout_ms = 800;
+  auto exposer = MetricsExposer::Start("127.0.0.1:0", registry, limits);
+  ASSERT_TRUE(exposer.ok()) << exposer.status();
+  const int port = (*exposer)->port();
+  // Slow-loris: connections that send half a request line and then nothing.
+  std::vector<int> idle;
+  for (int i = 0; i < 3; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    ASSERT_EQ(::send(fd, "GET /met", 8, 0), 8);
+    idle.push_back(fd);
+  }
+  // A scrape still gets through while they hang.
+  auto body = testing::HttpGet(port, "/metrics");
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_THAT(*body, HasSubstr("200 OK"));
+  // The silent ones are dropped at their deadline: reading them gives EOF, not a hang.
+  for (const int fd : idle) {
+    timeval tv{.tv_sec = 5, .tv_usec = 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char c;
+    EXPECT_EQ(::recv(fd, &c, 1, 0), 0) << "the exposer should have closed an idle connection";
+    ::close(fd);
+  }
+  body = testing::HttpGet(port, "/metrics");
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_THAT(*body, HasSubstr("200 OK"));
+}
+
+TEST(MetricsExposerTest, StopsCleanlyWithClientsConnected) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto exposer = MetricsExposer::Start("127.0.0.1:0", registry);
+  ASSERT_TRUE(exposer.ok()) << exposer.status();
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>((*exposer)->port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // accepted by now
+  exposer->reset();                                            // joins; closes the client
+  timeval tv{.tv_sec = 5, .tv_usec = 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  char c;
+  EXPECT_EQ(::recv(fd, &c, 1, 0), 0);
+  ::close(fd);
+  EXPECT_EQ(MetricsExposer::Start("127.0.0.1:0", registry, ExposerLimits{.max_connections = 0})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace sparsefill::metrics

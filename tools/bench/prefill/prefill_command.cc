@@ -15,7 +15,6 @@
 #include <fstream>
 #include <memory>
 #include <sstream>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -50,23 +49,22 @@ class HostOffloadSink : public engine::LayerSink {
       return absl::InternalError("offload sink: unexpected layer shape");
     }
     uint16_t* dst = arena_.data() + size_t(kv.layer) * 2 * n;
-    const unsigned threads = std::min(16u, std::max(1u, std::thread::hardware_concurrency()));
-    std::vector<std::thread> pool;
-    for (unsigned t = 0; t < threads; ++t) {
-      pool.emplace_back([&, t] {
-        const size_t a = n * t / threads, b = n * (t + 1) / threads;
-        if (kv.k_bf16 != nullptr) {
-          std::memcpy(dst + a, kv.k_bf16 + a, (b - a) * 2);
-          std::memcpy(dst + n + a, kv.v_bf16 + a, (b - a) * 2);
-        } else {
-          for (size_t i = a; i < b; ++i) {
-            dst[i] = F32ToBf16(kv.k[i]);
-            dst[n + i] = F32ToBf16(kv.v[i]);
-          }
-        }
-      });
+    // OpenMP's pool (the build compiles with -fopenmp): no threads started per layer.
+    const int64_t count = static_cast<int64_t>(n);
+    if (kv.k_bf16 != nullptr) {
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < count; i += kCopyGrain) {
+        const size_t len = size_t(std::min<int64_t>(kCopyGrain, count - i));
+        std::memcpy(dst + i, kv.k_bf16 + i, len * 2);
+        std::memcpy(dst + n + i, kv.v_bf16 + i, len * 2);
+      }
+    } else {
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < count; ++i) {
+        dst[i] = F32ToBf16(kv.k[i]);
+        dst[n + i] = F32ToBf16(kv.v[i]);
+      }
     }
-    for (auto& th : pool) th.join();
     bytes += 4 * n;
     seconds += std::chrono::duration<double>(Clock::now() - t0).count();
     return absl::OkStatus();
@@ -79,15 +77,10 @@ class HostOffloadSink : public engine::LayerSink {
   double seconds = 0;
 
  private:
+  static constexpr int64_t kCopyGrain = int64_t{1} << 18;  // elements per memcpy piece
   size_t layer_elems_;
   std::vector<uint16_t> arena_;
 };
-
-int64_t NonEmbeddingParams(const engine::ModelConfig& c) {
-  const int64_t h = c.hidden_size, qd = int64_t{c.num_heads} * c.head_dim,
-                kvd = int64_t{c.num_kv_heads} * c.head_dim, i = c.intermediate_size;
-  return int64_t{c.num_layers} * (h * (qd + 2 * kvd) + qd * h + 3 * h * i);
-}
 
 absl::StatusOr<std::string> RunCapture(const std::string& cmd) {
   std::FILE* p = popen(cmd.c_str(), "r");
@@ -230,7 +223,7 @@ int RunPrefill(const PrefillArgs& args) {
   if (!engine.ok()) return Fail("prefill", engine.status());
   Engine& e = **engine;
   const engine::ModelConfig& c = e.config();
-  const int64_t params = NonEmbeddingParams(c);
+  const int64_t params = c.NonEmbeddingParams();
 
   Report report;
   report.benchmark = "prefill";
