@@ -1,5 +1,7 @@
-// LaunchBlockSummaries and LaunchSelectBlocks: host-side checks, the query chunking that bounds
-// the workspace, and the compile-time dispatch over head_dim and the GQA group.
+// LaunchBlockSummaries and LaunchSelectBlocks: host-side checks, the choice between the fused
+// top-k (running lists in shared memory, no block scores in device memory) and the materialised
+// one, the query chunking that bounds the workspace, and the compile-time dispatch over head_dim
+// and the GQA group.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -20,6 +22,9 @@ namespace {
 constexpr int64_t kScoreBudgetBytes = int64_t{1} << 30;
 constexpr int64_t kQueryQuantum = cuda::kSelCols;  // chunks hold whole query tiles for any G
 constexpr size_t kAlign = 256;
+// Shared memory of one fused pass-2 CTA: at most this much keeps two CTAs per SM (the register
+// file allows no more), and what the K tiles and pooled rows leave goes to the running lists.
+constexpr int kFusedSmemBudget = 113 * 1024;
 
 size_t AlignUp(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
@@ -27,15 +32,41 @@ struct SelectPlan {
   int64_t score_stride = 0;  // blocks of the last query + 1
   int64_t chunk_q = 0;       // queries per chunk
   size_t lse_bytes = 0;
-  size_t score_bytes = 0;
+  size_t score_bytes = 0;  // 0 when fused
+  bool fused = false;      // top-k inside the scoring pass
+  int32_t list_cap = 0;    // fused: entries of each query's running list
 };
+
+// Longest running list that fits kFusedSmemBudget for this head_dim and group.
+int32_t FusedListCap(int32_t head_dim, int32_t group) {
+  const int queries = group >= 1 ? cuda::kSelCols / group : 0;
+  if (queries <= 0) return 0;  // unsupported groups are rejected by the checks
+  const int fixed = (head_dim == 64 ? cuda::SelectScoreSmemBytes<64>(group)
+                                    : cuda::SelectScoreSmemBytes<128>(group)) +
+                    cuda::SelectFusedFixedBytes(queries);
+  return std::max(0, (kFusedSmemBudget - fixed) / (queries * 8));
+}
 
 SelectPlan PlanSelect(const SelectBlocksCudaParams& p) {
   SelectPlan plan;
-  if (p.num_q <= 0 || p.block_size <= 0 || p.kv_heads <= 0 || p.q_heads <= 0) return plan;
+  if (p.num_q <= 0 || p.block_size <= 0 || p.kv_heads <= 0 || p.q_heads <= 0 ||
+      p.kernel_stride <= 0 || p.q_heads % p.kv_heads != 0) {
+    return plan;
+  }
   const int64_t last_pos = p.q_pos0 + p.num_q - 1;
   plan.score_stride = last_pos / p.block_size + 1;
-  const int64_t per_query = int64_t{p.kv_heads} * plan.score_stride * 4;
+  // A list must hold the blocks taken by score (all but the forced ones, where a query has any
+  // candidates) plus one tile's new blocks.
+  const int64_t query_aware = p.query_aware <= 0 ? p.topk : std::min(p.query_aware, p.topk);
+  const int64_t by_score =
+      std::max<int64_t>(0, query_aware - p.init_blocks - int64_t{p.local_blocks} - 1);
+  const int64_t tile_blocks =
+      std::max(1, cuda::kSelChunkTile / std::max(1, p.block_size / p.kernel_stride));
+  const int32_t list_cap = FusedListCap(p.head_dim, p.q_heads / p.kv_heads);
+  plan.fused = !p.materialize_scores && by_score + tile_blocks <= list_cap;
+  plan.list_cap = plan.fused ? list_cap : 0;
+  const int64_t per_query =
+      plan.fused ? int64_t{p.q_heads} * 4 : int64_t{p.kv_heads} * plan.score_stride * 4;
   const int64_t fit = std::max<int64_t>(
       kQueryQuantum, kScoreBudgetBytes / per_query / kQueryQuantum * kQueryQuantum);
   const int64_t all = (p.num_q + kQueryQuantum - 1) / kQueryQuantum * kQueryQuantum;
@@ -45,7 +76,7 @@ SelectPlan PlanSelect(const SelectBlocksCudaParams& p) {
     plan.chunk_q = std::min(plan.chunk_q, cap);
   }
   plan.lse_bytes = AlignUp(static_cast<size_t>(plan.chunk_q) * p.q_heads * 4);
-  plan.score_bytes = AlignUp(static_cast<size_t>(per_query) * plan.chunk_q);
+  plan.score_bytes = plan.fused ? 0 : AlignUp(static_cast<size_t>(per_query) * plan.chunk_q);
   return plan;
 }
 
@@ -116,38 +147,43 @@ absl::Status CheckSelectCuda(const SelectBlocksCudaParams& p, void* workspace,
 }
 
 template <int kD, int kG>
-absl::Status LaunchScoresT(const cuda::SelectScoreArgs& args, cudaStream_t stream) {
+absl::Status LaunchScoresT(const cuda::SelectScoreArgs& args, bool fused, cudaStream_t stream) {
   constexpr int kTq = cuda::kSelCols / kG;
   constexpr int kSmem = cuda::SelectScoreSmemBytes<kD>(kG);
+  const int fused_smem = cuda::SelectFusedSmemBytes<kD>(kG, args.list_cap);
   const dim3 grid(static_cast<unsigned>((args.nq + kTq - 1) / kTq),
                   static_cast<unsigned>(args.kv_heads));
-  auto* pass1 = cuda::SelectScoreKernel<kD, kG, false>;
-  auto* pass2 = cuda::SelectScoreKernel<kD, kG, true>;
+  auto* pass1 = cuda::SelectScoreKernel<kD, kG, false, false>;
+  auto* pass2 = fused ? cuda::SelectScoreKernel<kD, kG, true, true>
+                      : cuda::SelectScoreKernel<kD, kG, true, false>;
+  const int smem2 = fused ? fused_smem : kSmem;
   if (cudaFuncSetAttribute(pass1, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) !=
           cudaSuccess ||
-      cudaFuncSetAttribute(pass2, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) !=
+      cudaFuncSetAttribute(pass2, cudaFuncAttributeMaxDynamicSharedMemorySize, smem2) !=
           cudaSuccess) {
     return cuda::LaunchStatus("LaunchSelectBlocks (shared memory attribute)");
   }
   pass1<<<grid, cuda::kSelThreads, kSmem, stream>>>(args);
   SF_RETURN_IF_ERROR(cuda::LaunchStatus("LaunchSelectBlocks (pass 1: row LSE)"));
-  pass2<<<grid, cuda::kSelThreads, kSmem, stream>>>(args);
-  return cuda::LaunchStatus("LaunchSelectBlocks (pass 2: block scores)");
+  pass2<<<grid, cuda::kSelThreads, smem2, stream>>>(args);
+  return cuda::LaunchStatus(fused ? "LaunchSelectBlocks (pass 2: block scores + top-k)"
+                                  : "LaunchSelectBlocks (pass 2: block scores)");
 }
 
 template <int kD>
-absl::Status DispatchGroup(int32_t group, const cuda::SelectScoreArgs& args, cudaStream_t stream) {
+absl::Status DispatchGroup(int32_t group, const cuda::SelectScoreArgs& args, bool fused,
+                           cudaStream_t stream) {
   switch (group) {
     case 1:
-      return LaunchScoresT<kD, 1>(args, stream);
+      return LaunchScoresT<kD, 1>(args, fused, stream);
     case 2:
-      return LaunchScoresT<kD, 2>(args, stream);
+      return LaunchScoresT<kD, 2>(args, fused, stream);
     case 4:
-      return LaunchScoresT<kD, 4>(args, stream);
+      return LaunchScoresT<kD, 4>(args, fused, stream);
     case 8:
-      return LaunchScoresT<kD, 8>(args, stream);
+      return LaunchScoresT<kD, 8>(args, fused, stream);
     case 16:
-      return LaunchScoresT<kD, 16>(args, stream);
+      return LaunchScoresT<kD, 16>(args, fused, stream);
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("LaunchSelectBlocks: unsupported group ", group));
@@ -217,7 +253,9 @@ absl::Status LaunchSelectBlocks(const SelectBlocksCudaParams& p, void* workspace
   s.q = static_cast<const __nv_bfloat16*>(p.q);
   s.summaries = static_cast<const __nv_bfloat16*>(p.summaries);
   s.lse = static_cast<float*>(workspace);
-  s.block_scores = reinterpret_cast<float*>(static_cast<char*>(workspace) + plan.lse_bytes);
+  s.block_scores = plan.fused
+                       ? nullptr
+                       : reinterpret_cast<float*>(static_cast<char*>(workspace) + plan.lse_bytes);
   s.q_pos0 = p.q_pos0;
   // Null summaries are valid when no query sees a chunk yet; the kernel then reads none.
   s.num_chunks = p.summaries == nullptr ? 0 : p.num_chunks;
@@ -229,6 +267,7 @@ absl::Status LaunchSelectBlocks(const SelectBlocksCudaParams& p, void* workspace
   s.kernel_size = p.kernel_size;
   s.kernel_stride = p.kernel_stride;
   s.block_size = p.block_size;
+  s.list_cap = plan.list_cap;
 
   cuda::SelectTopkArgs t{};
   t.block_scores = s.block_scores;
@@ -250,13 +289,15 @@ absl::Status LaunchSelectBlocks(const SelectBlocksCudaParams& p, void* workspace
     const int64_t nq = std::min(plan.chunk_q, p.num_q - q0);
     s.q_begin = q0;
     s.nq = nq;
-    if (p.head_dim == 64) {
-      SF_RETURN_IF_ERROR(DispatchGroup<64>(group, s, stream));
-    } else {
-      SF_RETURN_IF_ERROR(DispatchGroup<128>(group, s, stream));
-    }
     t.q_begin = q0;
     t.nq = nq;
+    s.topk = t;
+    if (p.head_dim == 64) {
+      SF_RETURN_IF_ERROR(DispatchGroup<64>(group, s, plan.fused, stream));
+    } else {
+      SF_RETURN_IF_ERROR(DispatchGroup<128>(group, s, plan.fused, stream));
+    }
+    if (plan.fused) continue;
     const int64_t rows = int64_t{p.kv_heads} * nq;
     const int64_t ctas = (rows + cuda::kTopkWarps - 1) / cuda::kTopkWarps;
     cuda::SelectTopkKernel<<<static_cast<unsigned>(ctas), cuda::kTopkWarps * 32, 0, stream>>>(t);

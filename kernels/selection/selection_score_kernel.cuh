@@ -9,14 +9,22 @@
 //   - pass 2 (kScores = true) recomputes the scores, turns them into probabilities with pass 1's
 //     log-sum-exp, sums the group (in-thread adds plus at most two shuffles per pair of values),
 //     stores the tile's chunk scores per query in shared memory and max-pools them onto blocks
-//     right away, so that only pooled block scores of the current chunk of queries reach device
-//     memory.
+//     right away. Then either
+//       - (kFused) each query keeps a running top-k in shared memory: a block enters its list
+//         only when it beats the k-th best key so far (blocks arrive in index order, so a tie
+//         never displaces an earlier block: the reference's tie rule), and a full list is cut
+//         back to k by a warp radix select. The block scores never reach device memory and the
+//         kernel writes the finished lists itself; or
+//       - the pooled block scores of the current chunk of queries go to device memory for
+//         SelectTopkKernel (when the running lists do not fit in shared memory).
 // The exact per-head softmax needs every column's LSE before the group sum, hence two passes.
 #pragma once
 
 #include <cuda_bf16.h>
 
 #include <cstdint>
+
+#include "kernels/selection/selection_topk_kernel.cuh"
 
 namespace sparsefill::kernels::cuda {
 
@@ -43,6 +51,8 @@ struct SelectScoreArgs {
   int32_t kernel_size;
   int32_t kernel_stride;
   int32_t block_size;
+  int32_t list_cap;     // kFused: entries of each query's running list (>= topk + blocks per tile)
+  SelectTopkArgs topk;  // kFused: what the lists are cut to and where they are written
 };
 
 // Chunks whose last key is at or before position t.
@@ -79,16 +89,57 @@ __device__ __forceinline__ float FastExp2(float x) {
   return y;
 }
 
+constexpr int kSelWarps = kSelThreads / 32;
+
+// Shared memory of the fused top-k besides the running lists: per warp a histogram and two
+// lists, per query the list length and threshold.
+constexpr int SelectFusedFixedBytes(int queries) {
+  return kSelWarps * (256 + 2 * kTopkMax) * 4 + queries * 8;
+}
+
+// Without the running lists (list_cap = 0 for pass 1 and the unfused pass 2).
 template <int kD>
 constexpr int SelectScoreSmemBytes(int group) {
   return 2 * kSelChunkTile * (kD + 8) * 2 + (kSelCols / group) * (kSelHalo + kSelChunkTile) * 4;
 }
 
-// Grid: (ceil(nq / (kSelCols / kG)), kv_heads); kSelThreads threads;
-// SelectScoreSmemBytes<kD>(kG) bytes of dynamic shared memory.
-template <int kD, int kG, bool kScores>
+// kFused: the shared memory after the pooled rows.
+struct FusedLists {
+  uint32_t* hist;  // this warp's [256] radix histogram
+  int32_t* sl;     // this warp's [kTopkMax] score list
+  int32_t* il;     // this warp's [kTopkMax] importance list
+  int32_t* cnt;    // [queries] running list lengths
+  uint32_t* thr;   // [queries] keys a new block must beat
+  uint32_t* keys;  // [queries][list_cap]
+  int32_t* idx;    // [queries][list_cap] block indices, ascending within a list
+};
+
+__device__ __forceinline__ FusedLists FusedSmem(float* base, int queries, int list_cap) {
+  const int warp = threadIdx.x / 32;
+  FusedLists f;
+  uint32_t* u = reinterpret_cast<uint32_t*>(base);
+  f.hist = u + warp * 256;
+  f.sl = reinterpret_cast<int32_t*>(u + kSelWarps * 256) + warp * kTopkMax;
+  f.il = f.sl + kSelWarps * kTopkMax;
+  f.cnt = reinterpret_cast<int32_t*>(u + kSelWarps * (256 + 2 * kTopkMax));
+  f.thr = reinterpret_cast<uint32_t*>(f.cnt + queries);
+  f.keys = f.thr + queries;
+  f.idx = reinterpret_cast<int32_t*>(f.keys + queries * list_cap);
+  return f;
+}
+
+template <int kD>
+constexpr int SelectFusedSmemBytes(int group, int list_cap) {
+  return SelectScoreSmemBytes<kD>(group) + SelectFusedFixedBytes(kSelCols / group) +
+         (kSelCols / group) * list_cap * 8;
+}
+
+// Grid: (ceil(nq / (kSelCols / kG)), kv_heads); kSelThreads threads; SelectScoreSmemBytes<kD>(kG)
+// bytes of dynamic shared memory, SelectFusedSmemBytes<kD>(kG, a.list_cap) when kFused.
+template <int kD, int kG, bool kScores, bool kFused>
 __global__ void __launch_bounds__(kSelThreads) SelectScoreKernel(const SelectScoreArgs a) {
   static_assert(kD % 32 == 0 && 16 % kG == 0);
+  static_assert(kScores || !kFused);
   constexpr int kTq = kSelCols / kG;  // queries per CTA
   constexpr int kPitch = kD + 8;      // bf16 per smem row: 16 bytes of padding, no bank conflicts
   constexpr int kPW = kSelHalo + kSelChunkTile;  // floats per pooled row in smem
@@ -184,6 +235,13 @@ __global__ void __launch_bounds__(kSelThreads) SelectScoreKernel(const SelectSco
   if constexpr (kScores) {
     for (int p = threadIdx.x; p < kTq * kSelHalo; p += kSelThreads) {
       sp[(p / kSelHalo) * kPW + p % kSelHalo] = 0.0f;  // chunks before 0 pool as 0
+    }
+  }
+  if constexpr (kFused) {
+    const FusedLists fl = FusedSmem(sp + kTq * kPW, kTq, a.list_cap);
+    for (int qi = threadIdx.x; qi < kTq; qi += kSelThreads) {
+      fl.cnt[qi] = 0;
+      fl.thr[qi] = 0;  // key 0 is below every float: take everything until a list is full
     }
   }
 
@@ -300,14 +358,74 @@ __global__ void __launch_bounds__(kSelThreads) SelectScoreKernel(const SelectSco
       // are not visible (stored as 0) never raise a maximum, and a block with none scores 0.
       const int nb = kSelChunkTile / pool_stride;
       const int64_t b0 = m0 / pool_stride;
-      for (int p = threadIdx.x; p < kTq * nb; p += kSelThreads) {
-        const int qi = p / nb, j = p % nb;
-        const int64_t b = b0 + j;
-        if (qi >= nq_tile || b >= a.score_stride) continue;
-        const float* w = sp + qi * kPW + kSelHalo + j * pool_stride - pool_pad;
-        float best = w[0];
-        for (int x = 1; x < pool_stride + pool_pad; ++x) best = fmaxf(best, w[x]);
-        a.block_scores[(g * a.chunk_q + i0 + qi) * a.score_stride + b] = best;
+      if constexpr (kFused) {
+        // One warp per query (whole warps: the warp functions need all lanes).
+        const FusedLists fl = FusedSmem(sp + kTq * kPW, kTq, a.list_cap);
+        for (int qi = warp; qi < nq_tile; qi += kSelWarps) {
+          const RowPlan r = PlanRow(a.topk, t_first + qi);
+          if (r.by_score <= 0 || b0 >= r.cand_hi || b0 + nb <= r.cand_lo) continue;
+          uint32_t* keys = fl.keys + qi * a.list_cap;
+          int32_t* idx = fl.idx + qi * a.list_cap;
+          int n = fl.cnt[qi];
+          uint32_t thr = fl.thr[qi];
+          if (n + nb > a.list_cap) {
+            // Cut back to the best by_score (n > by_score here); later blocks must beat thr.
+            thr = WarpSelectTop(
+                0, n, r.by_score, n, [keys](int64_t j) { return keys[j]; }, fl.hist, fl.sl);
+            for (int j0 = 0; j0 < r.by_score; j0 += 32) {
+              // fl.sl is ascending with fl.sl[j] >= j: this round reads only entries at or after
+              // the ones it writes, and earlier rounds wrote only entries before them.
+              const int j = j0 + lane;
+              uint32_t kk = 0;
+              int32_t bb = 0;
+              if (j < r.by_score) {
+                kk = keys[fl.sl[j]];
+                bb = idx[fl.sl[j]];
+              }
+              __syncwarp();
+              if (j < r.by_score) {
+                keys[j] = kk;
+                idx[j] = bb;
+              }
+              __syncwarp();
+            }
+            n = r.by_score;
+          }
+          for (int j0 = 0; j0 < nb; j0 += 32) {
+            const int j = j0 + lane;
+            const int64_t b = b0 + j;
+            uint32_t key = 0;
+            if (j < nb && b >= r.cand_lo && b < r.cand_hi) {
+              const float* w = sp + qi * kPW + kSelHalo + j * pool_stride - pool_pad;
+              float best = w[0];
+              for (int x = 1; x < pool_stride + pool_pad; ++x) best = fmaxf(best, w[x]);
+              key = OrderedKey(best);
+            }
+            const bool take = key > thr;
+            const uint32_t take_mask = __ballot_sync(0xffffffffu, take);
+            if (take) {
+              const int pos = n + __popc(take_mask & ((1u << lane) - 1u));
+              keys[pos] = key;
+              idx[pos] = static_cast<int32_t>(b);
+            }
+            n += __popc(take_mask);
+          }
+          __syncwarp();
+          if (lane == 0) {
+            fl.cnt[qi] = n;
+            fl.thr[qi] = thr;
+          }
+        }
+      } else {
+        for (int p = threadIdx.x; p < kTq * nb; p += kSelThreads) {
+          const int qi = p / nb, j = p % nb;
+          const int64_t b = b0 + j;
+          if (qi >= nq_tile || b >= a.score_stride) continue;
+          const float* w = sp + qi * kPW + kSelHalo + j * pool_stride - pool_pad;
+          float best = w[0];
+          for (int x = 1; x < pool_stride + pool_pad; ++x) best = fmaxf(best, w[x]);
+          a.block_scores[(g * a.chunk_q + i0 + qi) * a.score_stride + b] = best;
+        }
       }
       __syncthreads();
       for (int p = threadIdx.x; p < kTq * pool_pad; p += kSelThreads) {
@@ -341,6 +459,23 @@ __global__ void __launch_bounds__(kSelThreads) SelectScoreKernel(const SelectSco
               s > 0.0f ? m + log2f(s) : -INFINITY;
         }
       }
+    }
+  }
+  if constexpr (kFused) {
+    // The same warp owns a query here as in the loop, so its list needs no CTA barrier.
+    const FusedLists fl = FusedSmem(sp + kTq * kPW, kTq, a.list_cap);
+    for (int qi = warp; qi < nq_tile; qi += kSelWarps) {
+      const RowPlan r = PlanRow(a.topk, t_first + qi);
+      if (r.by_score > 0) {
+        const uint32_t* keys = fl.keys + qi * a.list_cap;
+        const int32_t* idx = fl.idx + qi * a.list_cap;
+        const int n = fl.cnt[qi];
+        WarpSelectTop(
+            0, n, r.by_score, n, [keys](int64_t j) { return keys[j]; }, fl.hist, fl.sl);
+        for (int j = lane; j < r.by_score; j += 32) fl.sl[j] = idx[fl.sl[j]];
+        __syncwarp();
+      }
+      FinishRow(a.topk, r, g, i0 + qi, fl.sl, fl.il, fl.hist);
     }
   }
 }

@@ -3,7 +3,9 @@
 // best key; one pass in block order then takes every key above it and, of the keys equal to it,
 // the ones with the lowest block index (the reference's tie rule), so the list comes out sorted.
 // NOSA runs the same select a second time on the query-agnostic importance, skipping the blocks
-// the scores already took, and the two sorted lists are merged.
+// the scores already took, and the two sorted lists are merged. This kernel serves the
+// materialised path; the fused scoring pass (selection_score_kernel.cuh) uses the same warp
+// select on its running lists and the same PlanRow / FinishRow.
 #pragma once
 
 #include <cstdint>
@@ -55,13 +57,14 @@ __device__ __forceinline__ int LowerBound(const int32_t* list, int n, int32_t v)
 }
 
 // Takes the best `n` of blocks [lo, hi) by key(b) (key 0 = excluded; at least n blocks are not)
-// into `list`, ascending. `eligible` is the number of non-excluded blocks.
+// into `list`, ascending. `eligible` is the number of non-excluded blocks. Returns the n-th best
+// key when n < eligible (every block with a larger key was taken), else 0.
 template <typename KeyFn>
-__device__ void WarpSelectTop(int64_t lo, int64_t hi, int n, int64_t eligible, KeyFn key,
-                              uint32_t* hist, int32_t* list) {
+__device__ uint32_t WarpSelectTop(int64_t lo, int64_t hi, int n, int64_t eligible, KeyFn key,
+                                  uint32_t* hist, int32_t* list) {
   const int lane = threadIdx.x % 32;
   const uint32_t lt = (1u << lane) - 1u;
-  if (n <= 0) return;
+  if (n <= 0) return 0;
   uint32_t threshold = 0;       // take every non-excluded block ...
   int64_t need_eq = 1LL << 62;  // ... unless fewer are wanted
   if (n < eligible) {
@@ -128,6 +131,62 @@ __device__ void WarpSelectTop(int64_t lo, int64_t hi, int n, int64_t eligible, K
     eq_seen += __popc(eq_mask);
   }
   __syncwarp();
+  return threshold;
+}
+
+// Which blocks of query t (absolute position) are forced and how many are chosen by score.
+struct RowPlan {
+  int64_t qb;       // the query's own block
+  int64_t n_out;    // valid entries in its list
+  int64_t cand_lo;  // candidates (neither init nor local) are [cand_lo, cand_hi)
+  int64_t cand_hi;
+  int64_t n_forced;  // init + local blocks
+  int by_score;      // candidates taken by score
+  int by_imp;        // candidates taken by query-agnostic importance (NOSA)
+};
+
+__device__ __forceinline__ RowPlan PlanRow(const SelectTopkArgs& a, int64_t t) {
+  RowPlan r;
+  r.qb = t / a.block_size;
+  const int64_t n_valid = r.qb + 1;
+  r.n_out = min(int64_t{a.topk}, n_valid);
+  r.cand_lo = min(int64_t{a.init_blocks}, n_valid);
+  r.cand_hi = max(r.cand_lo, r.qb - a.local_blocks);
+  r.n_forced = n_valid - (r.cand_hi - r.cand_lo);
+  r.by_score = static_cast<int>(min(int64_t{a.query_aware}, r.n_out) - r.n_forced);
+  r.by_imp = static_cast<int>(r.n_out - r.n_forced - r.by_score);
+  return r;
+}
+
+// One warp: given the row's score choice `sl` (by_score blocks, ascending), takes the importance
+// part into `il` (NOSA) and writes the list: init blocks, the two chosen lists merged, the local
+// window, then -1. `i` is the query's index within the chunk.
+__device__ void FinishRow(const SelectTopkArgs& a, const RowPlan& r, int64_t g, int64_t i,
+                          const int32_t* sl, int32_t* il, uint32_t* hist) {
+  const int lane = threadIdx.x % 32;
+  const int by_score = r.by_score, by_imp = r.by_imp;
+  if (by_imp > 0) {
+    const float* imp = a.importance + g * a.importance_blocks;
+    WarpSelectTop(
+        r.cand_lo, r.cand_hi, by_imp, r.cand_hi - r.cand_lo - by_score,
+        [imp, sl, by_score](int64_t b) {
+          const int pos = LowerBound(sl, by_score, static_cast<int32_t>(b));
+          return pos < by_score && sl[pos] == b ? 0u : OrderedKey(imp[b]);
+        },
+        hist, il);
+  }
+  int32_t* out = a.blocks + (g * a.num_q + a.q_begin + i) * a.topk;
+  for (int64_t j = lane; j < r.cand_lo; j += 32) out[j] = static_cast<int32_t>(j);
+  for (int j = lane; j < by_score; j += 32)
+    out[r.cand_lo + j + LowerBound(il, by_imp, sl[j])] = sl[j];
+  for (int j = lane; j < by_imp; j += 32)
+    out[r.cand_lo + j + LowerBound(sl, by_score, il[j])] = il[j];
+  const int64_t chosen_end = r.cand_lo + by_score + by_imp;
+  for (int64_t j = lane; j < r.n_forced - r.cand_lo; j += 32) {
+    out[chosen_end + j] = static_cast<int32_t>(r.cand_hi + j);
+  }
+  for (int64_t j = r.n_out + lane; j < a.topk; j += 32) out[j] = -1;
+  __syncwarp();
 }
 
 // Grid: ceil(kv_heads * nq / kTopkWarps) CTAs of kTopkWarps warps.
@@ -135,49 +194,17 @@ __global__ void __launch_bounds__(kTopkWarps * 32) SelectTopkKernel(const Select
   __shared__ uint32_t hist_all[kTopkWarps][256];
   __shared__ int32_t score_list[kTopkWarps][kTopkMax];
   __shared__ int32_t imp_list[kTopkWarps][kTopkMax];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kTopkWarps + warp;
   if (row >= a.kv_heads * a.nq) return;  // whole warps only: the warp functions stay converged
   const int64_t g = row / a.nq, i = row % a.nq;
-  const int64_t t = a.q_pos0 + a.q_begin + i;
-  const int64_t qb = t / a.block_size;
-  const int64_t n_valid = qb + 1;
-  const int64_t n_out = min(int64_t{a.topk}, n_valid);
-  const int64_t cand_lo = min(int64_t{a.init_blocks}, n_valid);
-  const int64_t cand_hi = max(cand_lo, qb - a.local_blocks);
-  const int64_t n_forced = n_valid - (cand_hi - cand_lo);
-  const int by_score = static_cast<int>(min(int64_t{a.query_aware}, n_out) - n_forced);
-  const int by_imp = static_cast<int>(n_out - n_forced - by_score);
+  const RowPlan r = PlanRow(a, a.q_pos0 + a.q_begin + i);
   int32_t* sl = score_list[warp];
-  int32_t* il = imp_list[warp];
-
   const float* scores = a.block_scores + (g * a.chunk_q + i) * a.score_stride;
   WarpSelectTop(
-      cand_lo, cand_hi, by_score, cand_hi - cand_lo,
+      r.cand_lo, r.cand_hi, r.by_score, r.cand_hi - r.cand_lo,
       [scores](int64_t b) { return OrderedKey(scores[b]); }, hist_all[warp], sl);
-  if (by_imp > 0) {
-    const float* imp = a.importance + g * a.importance_blocks;
-    WarpSelectTop(
-        cand_lo, cand_hi, by_imp, cand_hi - cand_lo - by_score,
-        [imp, sl, by_score](int64_t b) {
-          const int pos = LowerBound(sl, by_score, static_cast<int32_t>(b));
-          return pos < by_score && sl[pos] == b ? 0u : OrderedKey(imp[b]);
-        },
-        hist_all[warp], il);
-  }
-
-  // init blocks, the two chosen lists merged, the local window, then -1.
-  int32_t* out = a.blocks + (g * a.num_q + a.q_begin + i) * a.topk;
-  for (int64_t j = lane; j < cand_lo; j += 32) out[j] = static_cast<int32_t>(j);
-  for (int j = lane; j < by_score; j += 32)
-    out[cand_lo + j + LowerBound(il, by_imp, sl[j])] = sl[j];
-  for (int j = lane; j < by_imp; j += 32)
-    out[cand_lo + j + LowerBound(sl, by_score, il[j])] = il[j];
-  const int64_t chosen_end = cand_lo + by_score + by_imp;
-  for (int64_t j = lane; j < n_forced - cand_lo; j += 32) {
-    out[chosen_end + j] = static_cast<int32_t>(cand_hi + j);
-  }
-  for (int64_t j = n_out + lane; j < a.topk; j += 32) out[j] = -1;
+  FinishRow(a, r, g, i, sl, imp_list[warp], hist_all[warp]);
 }
 
 }  // namespace sparsefill::kernels::cuda

@@ -3,7 +3,9 @@
 // random inputs: GQA groups 1..16, head_dim 64/128, lengths that are not multiples of any tile,
 // shards with q_pos0 > 0, selection blocks of 16/32/40/64/128 tokens, empty lists and lists of
 // only far-away blocks, with sentinel guards around every output and NaN-poisoned payloads (an
-// element the kernel forgets to write fails the comparison).
+// element the kernel forgets to write fails the comparison). Every dense case runs on every
+// dense engine the device has (mma.sync; on compute capability 9.0 also the three wgmma
+// schedules), each into freshly poisoned outputs.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -17,6 +19,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/dense_attention/dense_engine.h"
 #include "sparsefill/common/dtype.h"
 #include "sparsefill/common/rng.h"
 #include "sparsefill/kernels/attention.h"
@@ -44,6 +47,19 @@ constexpr uint8_t kPoison = 0xFF;  // bf16 0xFFFF and fp32 0xFFFFFFFF are NaN
 bool HasDevice() {
   int n = 0;
   return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+std::vector<DenseEngine> DenseEngines() {
+  std::vector<DenseEngine> engines = {DenseEngine::kMmaSync};
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) == cudaSuccess &&
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
+      major == 9 && minor == 0) {
+    engines.insert(engines.end(),
+                   {DenseEngine::kWgmma, DenseEngine::kWgmmaSerial, DenseEngine::kWgmmaPingPong});
+  }
+  return engines;
 }
 
 // A device buffer inside a sentinel-filled allocation (guards on both sides); the payload is
@@ -307,21 +323,29 @@ class GpuAttentionTest : public ::testing::Test {
 
     if (c.block_size == 0) {
       ASSERT_TRUE(DenseAttentionRef(r).ok());
-      const absl::Status st = LaunchDenseAttention(p, stream_);
-      ASSERT_TRUE(st.ok()) << st;
-    } else {
-      const std::vector<int32_t> blocks =
-          RandomSelection(c.num_q, q_pos0, c.kv_heads, c.block_size, c.max_blocks, c.mode, rng);
-      DeviceBuffer dsel(blocks.size() * sizeof(int32_t));
-      ASSERT_TRUE(dsel.ok() && dsel.Upload(blocks));
-      BlockSelection hs{blocks.data(), c.max_blocks, c.block_size};
-      const absl::Status ref = SparseAttentionRef(r, hs);
-      ASSERT_TRUE(ref.ok()) << ref;
-      BlockSelection ds{static_cast<const int32_t*>(dsel.data()), c.max_blocks, c.block_size};
-      const absl::Status st = LaunchSparseAttention(p, ds, stream_);
-      ASSERT_TRUE(st.ok()) << st;
-      CUDA_ASSERT(cudaStreamSynchronize(stream_));
+      for (const DenseEngine engine : DenseEngines()) {
+        SCOPED_TRACE(::testing::Message() << "dense engine " << static_cast<int>(engine));
+        DeviceBuffer out_e(pb.q.bytes.size()), lse_e(c.num_q * pb.q_heads * sizeof(float));
+        ASSERT_TRUE(out_e.ok() && lse_e.ok());
+        p.out = out_e.data();
+        p.lse = static_cast<float*>(lse_e.data());
+        const absl::Status st = LaunchDenseAttentionOn(engine, p, stream_);
+        ASSERT_TRUE(st.ok()) << st;
+        CUDA_ASSERT(cudaStreamSynchronize(stream_));
+        ExpectMatches(out_e, lse_e, want);
+      }
+      return;
     }
+    const std::vector<int32_t> blocks =
+        RandomSelection(c.num_q, q_pos0, c.kv_heads, c.block_size, c.max_blocks, c.mode, rng);
+    DeviceBuffer dsel(blocks.size() * sizeof(int32_t));
+    ASSERT_TRUE(dsel.ok() && dsel.Upload(blocks));
+    BlockSelection hs{blocks.data(), c.max_blocks, c.block_size};
+    const absl::Status ref = SparseAttentionRef(r, hs);
+    ASSERT_TRUE(ref.ok()) << ref;
+    BlockSelection ds{static_cast<const int32_t*>(dsel.data()), c.max_blocks, c.block_size};
+    const absl::Status st = LaunchSparseAttention(p, ds, stream_);
+    ASSERT_TRUE(st.ok()) << st;
     CUDA_ASSERT(cudaStreamSynchronize(stream_));
     ExpectMatches(dout, dlse, want);
   }
@@ -333,6 +357,7 @@ class GpuAttentionTest : public ::testing::Test {
 // with a malformed sequence.
 TEST_F(GpuAttentionTest, SmallDenseSparseVarlen) {
   RunCase({37, 50, 1, 4, 64});
+  RunCase({130, 200, 2, 4, 128});
   RunCase({45, 61, 2, 4, 128, 16, 6});
   RunCase({70, 300, 1, 1, 64, 32, 4, SelMode::kFarAndEmpty});
   const std::vector<Seq> seqs = {{20, 20}, {0, 5}, {9, 40}};
@@ -352,6 +377,24 @@ TEST_F(GpuAttentionTest, DenseMatchesReference) {
        }) {
     RunCase(c);
   }
+}
+
+// Query and key counts on either side of the 64-row warpgroup tile, the 128-row CTA tile and the
+// 128-key tile of the wgmma kernel, for every group size it packs differently.
+TEST_F(GpuAttentionTest, DenseTileBoundaries) {
+  for (const int32_t group : {1, 4, 8, 16}) {
+    for (const int64_t n : {63, 64, 65, 127, 128, 129, 255, 256, 257}) {
+      RunCase({n, n, 1, group, 128});
+    }
+    RunCase({127, 383, 2, group, 64});  // a shard whose key range ends mid-tile
+    RunCase({128, 640, 1, group, 128});
+  }
+}
+
+// A long sequence spot-check: thousands of key tiles per CTA, most of them unmasked.
+TEST_F(GpuAttentionTest, DenseLongShard) {
+  RunCase({1536, 12000, 1, 4, 128});
+  RunCase({700, 9000, 1, 8, 64});
 }
 
 TEST_F(GpuAttentionTest, SparseMatchesReference) {
@@ -471,11 +514,22 @@ void RunVarlen(cudaStream_t stream, const std::vector<Seq>& seqs, int32_t kv_hea
   p.kv_heads = kv_heads;
   p.head_dim = d;
   p.scale = pb.scale;
-  const absl::Status st =
-      block_size == 0
-          ? LaunchVarlenDenseAttention(p, stream)
-          : LaunchVarlenSparseAttention(
-                p, {static_cast<const int32_t*>(dsel.data()), max_blocks, block_size}, stream);
+  if (block_size == 0) {
+    for (const DenseEngine engine : DenseEngines()) {
+      SCOPED_TRACE(::testing::Message() << "dense engine " << static_cast<int>(engine));
+      DeviceBuffer out_e(pb.q.bytes.size()), lse_e(total_q * hq * sizeof(float));
+      ASSERT_TRUE(out_e.ok() && lse_e.ok());
+      p.out = out_e.data();
+      p.lse = static_cast<float*>(lse_e.data());
+      const absl::Status st = LaunchVarlenDenseAttentionOn(engine, p, stream);
+      ASSERT_TRUE(st.ok()) << st;
+      CUDA_ASSERT(cudaStreamSynchronize(stream));
+      ExpectMatches(out_e, lse_e, want);
+    }
+    return;
+  }
+  const absl::Status st = LaunchVarlenSparseAttention(
+      p, {static_cast<const int32_t*>(dsel.data()), max_blocks, block_size}, stream);
   ASSERT_TRUE(st.ok()) << st;
   CUDA_ASSERT(cudaStreamSynchronize(stream));
   ExpectMatches(dout, dlse, want);
@@ -488,6 +542,10 @@ TEST_F(GpuAttentionTest, VarlenMatchesPerSequenceReference) {
   RunVarlen(stream_, seqs, 1, 1, 64, 0, 0, true);
   RunVarlen(stream_, seqs, 2, 8, 64, 16, 10, false);
   RunVarlen(stream_, seqs, 1, 4, 128, 64, 5, true);
+  // Sequences around the 128-row / 128-key tiles, several CTAs of one sequence.
+  const std::vector<Seq> edges = {{128, 128}, {129, 300}, {64, 64}, {1, 129}, {511, 640}};
+  RunVarlen(stream_, edges, 2, 16, 128, 0, 0, true);
+  RunVarlen(stream_, edges, 1, 4, 64, 0, 0, false);
 }
 
 // ---------------------------------------------------------------- parameter checks

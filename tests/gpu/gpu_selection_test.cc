@@ -5,7 +5,9 @@
 // works in fp32 on the same (bf16-exact) values. The two can disagree only where two blocks'
 // scores are within rounding of each other, so lists are compared tie-aware: every block where
 // they differ must score (by a double-precision recomputation here) within a small tolerance of
-// the k-th best candidate score of that list; forced blocks must always match.
+// the k-th best candidate score of that list; forced blocks must always match. Every case runs
+// both GPU paths (the fused top-k and the materialised block scores), which compute the same
+// scores and so must produce identical lists.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -282,22 +284,41 @@ void RunSelectCase(const SelectCase& c, cudaStream_t stream) {
   p.query_aware = c.query_aware;
   p.max_chunk_queries = c.max_chunk_queries;
 
-  DeviceBuffer dq(q.bits.size() * 2), dk(kc.bits.size() * 2), dimp(importance.size() * 4),
-      dout(n_out * 4), dws(SelectBlocksWorkspaceBytes(p));
-  ASSERT_TRUE(dq.ok() && dk.ok() && dimp.ok() && dout.ok() && dws.ok());
+  DeviceBuffer dq(q.bits.size() * 2), dk(kc.bits.size() * 2), dimp(importance.size() * 4);
+  ASSERT_TRUE(dq.ok() && dk.ok() && dimp.ok());
   ASSERT_TRUE(dq.Upload(q.bits.data(), q.bits.size() * 2));
   ASSERT_TRUE(dk.Upload(kc.bits.data(), kc.bits.size() * 2));
   ASSERT_TRUE(dimp.Upload(importance.data(), importance.size() * 4));
   p.q = dq.data();
   p.summaries = dk.data();
   p.block_importance = static_cast<const float*>(dimp.data());
-  p.blocks = static_cast<int32_t*>(dout.data());
-  const absl::Status st = LaunchSelectBlocks(p, dws.data(), SelectBlocksWorkspaceBytes(p), stream);
-  ASSERT_TRUE(st.ok()) << st;
-  CUDA_ASSERT(cudaStreamSynchronize(stream));
-  const std::vector<uint8_t> all = dout.DownloadAll();
-  EXPECT_TRUE(dout.GuardsIntact(all));
-  const std::vector<int32_t> got = dout.Payload<int32_t>(all);
+  std::vector<int32_t> got, got_materialized;
+  for (bool materialize : {false, true}) {
+    p.materialize_scores = materialize;
+    DeviceBuffer dout(n_out * 4), dws(SelectBlocksWorkspaceBytes(p));
+    ASSERT_TRUE(dout.ok() && dws.ok());
+    p.blocks = static_cast<int32_t*>(dout.data());
+    const absl::Status st =
+        LaunchSelectBlocks(p, dws.data(), SelectBlocksWorkspaceBytes(p), stream);
+    ASSERT_TRUE(st.ok()) << st;
+    CUDA_ASSERT(cudaStreamSynchronize(stream));
+    const std::vector<uint8_t> all = dout.DownloadAll();
+    EXPECT_TRUE(dout.GuardsIntact(all)) << "materialize_scores " << materialize;
+    (materialize ? got_materialized : got) = dout.Payload<int32_t>(all);
+  }
+  // Same scores, same tie rule: the two paths must agree entry for entry.
+  int64_t paths_differing = 0;
+  for (size_t row = 0; row * c.topk < n_out; ++row) {
+    const auto a = got.begin() + row * c.topk, b = got_materialized.begin() + row * c.topk;
+    if (std::equal(a, a + c.topk, b)) continue;
+    if (paths_differing++ == 0) {
+      ADD_FAILURE() << "fused and materialised lists differ first at kv head " << row / c.num_q
+                    << " query " << row % c.num_q << ": "
+                    << ::testing::PrintToString(std::vector<int32_t>(a, a + c.topk)) << " vs "
+                    << ::testing::PrintToString(std::vector<int32_t>(b, b + c.topk));
+    }
+  }
+  EXPECT_EQ(paths_differing, 0) << "rows where the fused and materialised paths differ";
 
   std::vector<int32_t> want(n_out, -7);
   SelectBlocksParams r;
@@ -395,6 +416,12 @@ TEST_F(GpuSelectionTest, SelectMatchesReference) {
            SelectCase{4, 2, 128, 16, 16, 32, 2, 3, 20, 0, 1500, 77, 0},
            SelectCase{8, 2, 64, 32, 16, 32, 1, 2, 24, 12, 800, 600, 0},
            SelectCase{8, 2, 128, 32, 16, 64, 1, 2, 10, 0, 1300, 100, 200},
+           // Long rows against short running lists, so the fused path cuts its lists many
+           // times (G 4: B 16 takes 64 blocks a tile; G 1, d 64: B 64 with topk 20).
+           SelectCase{16, 4, 128, 16, 16, 16, 8, 32, 150, 0, 700, 4001, 0},
+           SelectCase{2, 2, 64, 32, 16, 64, 1, 2, 20, 0, 1000, 2500, 0},
+           SelectCase{16, 1, 128, 32, 16, 64, 1, 32, 64, 0, 1200, 131, 0},
+           SelectCase{16, 4, 128, 16, 16, 16, 8, 32, 120, 90, 900, 2999, 0},
        }) {
     RunSelectCase(c, stream_);
     if (HasFatalFailure()) return;
@@ -403,6 +430,24 @@ TEST_F(GpuSelectionTest, SelectMatchesReference) {
 
 TEST_F(GpuSelectionTest, SelectSmall) {
   RunSelectCase(SelectCase{8, 2, 64, 32, 16, 32, 1, 1, 8, 6, 150, 90, 64}, stream_);
+}
+
+// GQA groups 1, 4, 8 and 16 on the PHSA and InfLLM-V2 shapes, query ranges that start and end
+// inside a block.
+TEST_F(GpuSelectionTest, SelectGroups) {
+  for (const SelectCase& c : {
+           SelectCase{4, 4, 128, 16, 16, 16, 8, 32, 57, 0, 1001, 1237, 0},
+           SelectCase{16, 4, 128, 16, 16, 16, 8, 32, 57, 0, 1001, 1237, 0},
+           SelectCase{32, 4, 128, 16, 16, 16, 8, 32, 57, 0, 1001, 1237, 333},
+           SelectCase{64, 4, 128, 16, 16, 16, 8, 32, 57, 0, 1001, 1237, 0},
+           SelectCase{4, 4, 128, 32, 16, 64, 1, 8, 24, 0, 777, 3001, 0},
+           SelectCase{16, 4, 128, 32, 16, 64, 1, 8, 24, 0, 777, 3001, 0},
+           SelectCase{32, 4, 64, 32, 16, 64, 1, 8, 24, 0, 777, 3001, 0},
+           SelectCase{64, 4, 128, 32, 16, 64, 1, 8, 24, 0, 777, 3001, 0},
+       }) {
+    RunSelectCase(c, stream_);
+    if (HasFatalFailure()) return;
+  }
 }
 
 // Parameter checks run before any CUDA call, so they need no device.

@@ -160,19 +160,28 @@ struct SelectBlocksCudaParams {
   int32_t local_blocks = 0;
   int32_t topk = 0;
   int32_t query_aware = 0;
-  // Queries per chunk (rounded up to a multiple of 64); 0 sizes the chunk to about 1 GiB of
-  // block scores. Smaller chunks cost less workspace and more launches.
+  // Queries per chunk (rounded up to a multiple of 128); 0 sizes the chunk to about 1 GiB of
+  // workspace. Smaller chunks cost less workspace and more launches.
   int64_t max_chunk_queries = 0;
+  // true (the default): the materialised path (block scores of a chunk of queries in device
+  // memory, then a top-k kernel). false: the fused path (running top-k lists in shared memory, no
+  // score matrix in device memory) where its lists fit (not for large topk with groups of 1 or
+  // 2). The fused path is opt-in: on the H100 it measured slower for the InfLLM-V2 config at 128K
+  // (bench attention --selection-only times both side by side; tools/bench/attention/NOTES.md).
+  bool materialize_scores = true;
 };
 
 // Device workspace LaunchSelectBlocks needs (bytes, 256-byte aligned pieces): the per-(query,
-// head) log-sum-exp and the block scores of one chunk of queries (the queries are processed in
-// chunks so that no N x N/stride matrix is ever stored; see max_chunk_queries).
+// head) log-sum-exp of one chunk of queries and, on the materialised path only, that chunk's
+// block scores (see max_chunk_queries).
 size_t SelectBlocksWorkspaceBytes(const SelectBlocksCudaParams& p);
 
-// Two tensor-core passes over the summaries per chunk of queries (row max and sum, then the
-// normalised, group-summed, max-pooled block scores), then one warp per (KV head, query) takes
-// the top-k by radix select. `workspace` holds at least SelectBlocksWorkspaceBytes(p) bytes.
+// Two tensor-core passes over the summaries per chunk of queries: row max and sum, then the
+// normalised, group-summed, max-pooled block scores. The second pass keeps a running top-k per
+// (KV head, query) in shared memory and writes the lists itself (the fused path: no score matrix
+// in device memory); when those lists do not fit, it writes the chunk's block scores and one warp
+// per (KV head, query) takes the top-k by radix select. `workspace` holds at least
+// SelectBlocksWorkspaceBytes(p) bytes.
 [[nodiscard]] absl::Status LaunchSelectBlocks(const SelectBlocksCudaParams& p, void* workspace,
                                               size_t workspace_bytes, cudaStream_t stream);
 

@@ -13,8 +13,11 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/dense_attention/dense_engine.h"
 #include "sparsefill/common/status.h"
 #include "sparsefill/kernels/attention.h"
 #include "sparsefill/kernels/selection.h"
@@ -145,7 +148,8 @@ Measure FromTorch(const nlohmann::json& j, double flops) {
 struct ConfigResult {
   SelectionConfig cfg;
   Measure selection, sparse, both, flex;
-  int64_t selected_pairs = 0;  // per KV head, summed
+  Measure selection_materialized;  // --selection-only: block scores through device memory
+  int64_t selected_pairs = 0;      // per KV head, summed
   int64_t flex_pairs = 0;
   int32_t flex_kv_block = 0;
   std::string flex_key;
@@ -154,6 +158,8 @@ struct ConfigResult {
 struct LengthResult {
   int64_t tokens = 0;
   Measure dense, sdpa;
+  // The dense engines forced one by one (the default above is one of them), side by side.
+  std::vector<std::pair<std::string, Measure>> dense_engines;
   std::vector<ConfigResult> configs;
 };
 
@@ -200,10 +206,24 @@ absl::Status RunOurs(const AttentionArgs& a, const AttentionInputs& in, cudaStre
   ap.scale = scale;
   ap.dtype = DType::kBF16;
   const double dense_flops = AttentionFlops(CausalPairs(n, 0), a.q_heads, a.head_dim);
-  res.dense = FromStatus(
-      TimeGpu(stream, a.warmup, a.repeats, [&] { return k::LaunchDenseAttention(ap, stream); }),
-      dense_flops);
-  cudaGetLastError();  // a failed launch must not poison the next measurement
+  if (!a.selection_only) {
+    res.dense = FromStatus(
+        TimeGpu(stream, a.warmup, a.repeats, [&] { return k::LaunchDenseAttention(ap, stream); }),
+        dense_flops);
+    cudaGetLastError();  // a failed launch must not poison the next measurement
+    // wgmma: FailedPrecondition (reported, not fatal) off compute capability 9.0.
+    for (const auto& [name, engine] : std::vector<std::pair<std::string, k::DenseEngine>>{
+             {"mma.sync", k::DenseEngine::kMmaSync},
+             {"wgmma", k::DenseEngine::kWgmma},
+             {"wgmma serial", k::DenseEngine::kWgmmaSerial},
+             {"wgmma pingpong", k::DenseEngine::kWgmmaPingPong}}) {
+      res.dense_engines.emplace_back(
+          name, FromStatus(TimeGpu(stream, a.warmup, a.repeats,
+                                   [&] { return k::LaunchDenseAttentionOn(engine, ap, stream); }),
+                           dense_flops));
+      cudaGetLastError();
+    }
+  }
 
   for (const SelectionConfig& cfg : DefaultSelectionConfigs()) {
     ConfigResult cr;
@@ -239,7 +259,13 @@ absl::Status RunOurs(const AttentionArgs& a, const AttentionInputs& in, cudaStre
     sel.init_blocks = cfg.init_blocks;
     sel.local_blocks = cfg.local_blocks;
     sel.topk = cfg.topk;
-    const size_t ws_bytes = k::SelectBlocksWorkspaceBytes(sel);
+    // --selection-only times the fused path against the materialised one; otherwise `sel` is
+    // what the engine runs (the header's default).
+    if (a.selection_only) sel.materialize_scores = false;
+    k::SelectBlocksCudaParams sel_mat = sel;
+    sel_mat.materialize_scores = true;
+    const size_t ws_bytes = std::max(k::SelectBlocksWorkspaceBytes(sel),
+                                     a.selection_only ? k::SelectBlocksWorkspaceBytes(sel_mat) : 0);
     SF_RETURN_IF_ERROR(ws.Allocate(ws_bytes));
     auto select = [&]() -> absl::Status {
       SF_RETURN_IF_ERROR(k::LaunchBlockSummaries(sp, stream));
@@ -249,9 +275,20 @@ absl::Status RunOurs(const AttentionArgs& a, const AttentionInputs& in, cudaStre
         2.0 * 2.0 * VisibleChunkPairs(n, 0, cfg.kernel_size, cfg.kernel_stride) * a.q_heads *
         a.head_dim;  // two passes of QK^T over the visible chunks
     cr.selection = FromStatus(TimeGpu(stream, a.warmup, a.repeats, select), score_flops);
-    if (!cr.selection.ms) {
+    if (a.selection_only) {
+      cudaGetLastError();
+      cr.selection_materialized =
+          FromStatus(TimeGpu(stream, a.warmup, a.repeats,
+                             [&]() -> absl::Status {
+                               SF_RETURN_IF_ERROR(k::LaunchBlockSummaries(sp, stream));
+                               return k::LaunchSelectBlocks(sel_mat, ws.get(), ws_bytes, stream);
+                             }),
+                     score_flops);
+      cudaGetLastError();
+    }
+    if (!cr.selection.ms || a.selection_only) {
       res.configs.push_back(cr);
-      continue;  // no selection, nothing to attend with
+      continue;  // no selection, nothing to attend with (or only the selection is wanted)
     }
     std::vector<int32_t> host(static_cast<size_t>(n) * a.kv_heads * cfg.topk);
     SF_RETURN_IF_ERROR(
@@ -375,7 +412,7 @@ absl::Status Run(const AttentionArgs& args, int* exit_code) {
       SF_RETURN_IF_ERROR(RunOurs(args, in, stream, tmp, res, flex_runs));
       results.push_back(std::move(res));
     }
-    if (!args.no_torch) {
+    if (!args.no_torch && !args.selection_only) {
       // The script reads the very same bf16 inputs (prefixes for the shorter lengths).
       for (const auto& [name, mem, heads] :
            {std::tuple{"q", &q, args.q_heads}, std::tuple{"k", &kk, args.kv_heads},
@@ -395,7 +432,7 @@ absl::Status Run(const AttentionArgs& args, int* exit_code) {
 
   nlohmann::json torch = nlohmann::json::object();
   std::vector<std::string> notes;
-  if (!args.no_torch) {
+  if (!args.no_torch && !args.selection_only) {
     treq.dir = tmp;
     treq.python = args.python;
     treq.script = script;
@@ -413,6 +450,11 @@ absl::Status Run(const AttentionArgs& args, int* exit_code) {
     } else {
       notes.push_back(absl::StrCat("torch reference failed: ", t.status().ToString()));
     }
+  } else if (args.selection_only) {
+    notes.push_back(
+        "--selection-only: only our selection, with the fused top-k (materialize_scores = false) "
+        "and with the block scores materialised in device memory (the default path), timed one "
+        "after the other");
   } else {
     notes.push_back("--no-torch: SDPA and FlexAttention not measured");
   }
@@ -445,6 +487,7 @@ absl::Status Run(const AttentionArgs& args, int* exit_code) {
                    {"gpu", prop.name},
                    {"gpu_sms", prop.multiProcessorCount},
                    {"flex_q_tile", kFlexQTile},
+                   {"selection_only", args.selection_only},
                    {"torch", torch.value("torch", "")},
                    {"torch_device", torch.value("device", "")}};
   nlohmann::json cfgs = nlohmann::json::array();
@@ -463,10 +506,20 @@ absl::Status Run(const AttentionArgs& args, int* exit_code) {
   for (const LengthResult& r : results) {
     const std::string n = std::to_string(r.tokens);
     nlohmann::json jr = {{"sdpa", r.sdpa.ToJson()}, {"dense", r.dense.ToJson()}};
-    table.AddRow({n, "-", "torch SDPA dense causal", Ms(r.sdpa), Tf(r.sdpa), Why(r.sdpa)});
-    table.AddRow({n, "-", "ours dense", Ms(r.dense), Tf(r.dense), Why(r.dense)});
-    ratios.push_back(Ratio(r.dense.median() / r.sdpa.median(), kTargetDenseVsSdpa, false,
-                           absl::StrCat(n, " ours dense / SDPA")));
+    if (!args.selection_only) {
+      table.AddRow({n, "-", "torch SDPA dense causal", Ms(r.sdpa), Tf(r.sdpa), Why(r.sdpa)});
+      table.AddRow({n, "-", "ours dense", Ms(r.dense), Tf(r.dense), Why(r.dense)});
+      ratios.push_back(Ratio(r.dense.median() / r.sdpa.median(), kTargetDenseVsSdpa, false,
+                             absl::StrCat(n, " ours dense / SDPA")));
+      nlohmann::json engines = nlohmann::json::object();
+      for (const auto& [name, m] : r.dense_engines) {
+        table.AddRow({n, "-", absl::StrCat("ours dense, ", name), Ms(m), Tf(m), Why(m)});
+        ratios.push_back(Ratio(m.median() / r.sdpa.median(), kTargetDenseVsSdpa, false,
+                               absl::StrCat(n, " ours dense ", name, " / SDPA")));
+        engines[name] = m.ToJson();
+      }
+      jr["dense_engines"] = engines;
+    }
     const ConfigResult* eq = nullptr;
     const ConfigResult* phsa = nullptr;
     for (const ConfigResult& c : r.configs) {
@@ -474,6 +527,16 @@ absl::Status Run(const AttentionArgs& args, int* exit_code) {
       if (c.cfg.name == "phsa") phsa = &c;
       const std::string& name = c.cfg.name;
       table.AddRow({n, name, "ours selection", Ms(c.selection), Tf(c.selection), Why(c.selection)});
+      if (args.selection_only) {
+        table.AddRow({n, name, "ours selection, materialised scores", Ms(c.selection_materialized),
+                      Tf(c.selection_materialized), Why(c.selection_materialized)});
+        jr[name] = {{"selection", c.selection.ToJson()},
+                    {"selection_materialized", c.selection_materialized.ToJson()}};
+        ratios.push_back(
+            Ratio(c.selection_materialized.median() / c.selection.median(), 1.0, true,
+                  absl::StrCat(n, " ", name, " selection materialised / fused (speed-up)")));
+        continue;
+      }
       table.AddRow({n, name, "ours sparse attention", Ms(c.sparse), Tf(c.sparse),
                     c.sparse.ms
                         ? absl::StrCat("sparsity ", Fixed(1.0 - double(c.selected_pairs) /
@@ -556,6 +619,8 @@ CLI::App* AddAttentionCommand(CLI::App& app, AttentionArgs& args) {
       ->capture_default_str();
   sub->add_option("--torch-script", args.script, "path of torch_reference.py");
   sub->add_flag("--no-torch", args.no_torch, "skip SDPA and FlexAttention");
+  sub->add_flag("--selection-only", args.selection_only,
+                "time only our selection (fused and materialised top-k); implies --no-torch");
   sub->add_option("--tmp-dir", args.tmp_dir, "where the exchange directory is made")
       ->capture_default_str();
   return sub;

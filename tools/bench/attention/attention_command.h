@@ -25,6 +25,7 @@ struct AttentionArgs {
   std::string python = "python3";                        // --python
   std::string script;            // --torch-script (default <source>/tools/bench/attention/...)
   bool no_torch = false;         // --no-torch: our kernels only
+  bool selection_only = false;   // --selection-only: only our selection, fused and materialised
   std::string tmp_dir = "/tmp";  // --tmp-dir: where the exchange directory is made
 };
 

@@ -1,0 +1,26 @@
+// Host side of the Hopper (wgmma) dense attention kernel, in its own translation unit (nvcc is
+// slow on it). Private to kernels/.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/common/flash_fwd.cuh"
+
+namespace sparsefill::kernels::cuda::flash {
+
+// Whether the current device runs the wgmma kernels (compute capability 9.0, built as sm_90a).
+[[nodiscard]] absl::StatusOr<bool> DeviceHasWgmma(const char* op);
+
+// How the two consumer warpgroups order their GEMMs and softmax (dense_attention_wgmma_kernel.cuh).
+enum class WgmmaSchedule { kSerial, kOverlap, kPingPong };
+
+// `f` as FromAttention / FromVarlen fill it; head_dim 64 or 128.
+[[nodiscard]] absl::Status LaunchDenseWgmma(const char* op, WgmmaSchedule schedule, FlashParams f,
+                                            int head_dim, int num_seqs, int64_t max_q,
+                                            cudaStream_t stream);
+
+}  // namespace sparsefill::kernels::cuda::flash
