@@ -1,9 +1,11 @@
 #include "sparsefill/client/coordinator_client.h"
 
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "services/client/client_call.h"
+#include "services/client/direct_stream.h"
 #include "services/common/auth_channel.h"
 #include "services/rpc/convert.h"
 #include "services/rpc/kv_chunk.h"
@@ -157,37 +159,99 @@ struct CoordinatorClient::Impl {
     return call.timeout.count() > 0 ? call.timeout : options.default_timeout;
   }
 
-  // Streams chunks of `id` through `on_chunk` after checking each against `layout`.
+  // Streams chunks of `id` through `on_chunk` after checking each against `layout`. With
+  // `plan` (StreamCache with allow_direct), a reply that is a direct plan is stored there instead.
   template <typename Open>
   absl::StatusOr<StreamStats> ReadChunks(std::string_view method, grpc::ClientContext* ctx,
                                          const kvstore::CacheId& id,
                                          const kvstore::CacheLayout& layout, Open&& open,
-                                         const ChunkCallback& on_chunk) {
+                                         const ChunkCallback& on_chunk,
+                                         std::optional<v1::DirectStreamPlan>* plan = nullptr) {
     StreamStats stats;
     std::unique_ptr<grpc::ClientReader<v1::KvChunk>> reader = open(ctx);
     const absl::Status status = ReadStream(ctx, reader.get(), [&](v1::KvChunk& p) -> absl::Status {
+      if (p.has_direct_plan()) {
+        if (plan == nullptr || plan->has_value() || stats.chunks > 0) {
+          return absl::DataLossError("malformed reply: a direct plan where none can come");
+        }
+        *plan = std::move(*p.mutable_direct_plan());
+        return absl::OkStatus();
+      }
+      if (plan != nullptr && plan->has_value()) {
+        return absl::DataLossError("malformed reply: chunks after a direct plan");
+      }
       SF_RETURN_IF_ERROR(rpc::VerifyKvChunk(p, id, layout));
       ++stats.chunks;
       stats.blocks += p.num_blocks();
       stats.bytes += p.data().size();
-      if (!on_chunk) return absl::OkStatus();
-      KvChunk chunk;
-      chunk.cache = id;
-      chunk.layer = p.layer();
-      chunk.kv_head = p.kv_head();
-      chunk.first_block = p.first_block();
-      chunk.num_blocks = p.num_blocks();
-      if (p.tier() != v1::TIER_UNSPECIFIED) {
-        SF_ASSIGN_OR_RETURN(chunk.tier, rpc::TierFromProto(p.tier()));
-      }
-      chunk.hot = p.hot();
-      chunk.xxh64.assign(p.xxh64().begin(), p.xxh64().end());
-      chunk.data = p.data();  // a view: valid during the callback
-      return on_chunk(chunk);
+      return Deliver(p, id, on_chunk);
     });
     if (!status.ok()) {
       return absl::Status(status.code(), absl::StrCat(AsAbsl(method), ": ", status.message()));
     }
+    return stats;
+  }
+
+  // A checked chunk as the caller sees it.
+  static absl::Status Deliver(const v1::KvChunk& p, const kvstore::CacheId& id,
+                              const ChunkCallback& on_chunk) {
+    if (!on_chunk) return absl::OkStatus();
+    KvChunk chunk;
+    chunk.cache = id;
+    chunk.layer = p.layer();
+    chunk.kv_head = p.kv_head();
+    chunk.first_block = p.first_block();
+    chunk.num_blocks = p.num_blocks();
+    if (p.tier() != v1::TIER_UNSPECIFIED) {
+      SF_ASSIGN_OR_RETURN(chunk.tier, rpc::TierFromProto(p.tier()));
+    }
+    chunk.hot = p.hot();
+    chunk.xxh64.assign(p.xxh64().begin(), p.xxh64().end());
+    chunk.data = p.data();  // a view: valid during the callback
+    return on_chunk(chunk);
+  }
+
+  // StreamCache after a direct plan: the shards from their workers, then through the relay
+  // (FetchBlocks) whatever failed shards did not deliver.
+  absl::StatusOr<StreamStats> StreamDirect(const kvstore::CacheId& id,
+                                           const kvstore::CacheLayout& layout,
+                                           const v1::DirectStreamPlan& plan, bool hot_only,
+                                           rpc::Deadline deadline, const ChunkCallback& on_chunk) {
+    client_internal::DirectStreamOptions direct;
+    direct.security = SecurityOf(options);
+    direct.security.target_name_override = options.worker_target_name_override;
+    direct.max_message_bytes = options.max_message_bytes;
+    client_internal::DirectStreamOutcome outcome;
+    const absl::Status s = client_internal::StreamDirect(
+        plan, direct, id, layout, hot_only, deadline,
+        [&](v1::KvChunk& p) { return Deliver(p, id, on_chunk); }, &outcome);
+    if (!s.ok()) return absl::Status(s.code(), absl::StrCat("StreamCache: ", s.message()));
+    StreamStats stats;
+    stats.chunks = outcome.chunks;
+    stats.blocks = outcome.blocks;
+    stats.bytes = outcome.bytes;
+    stats.direct_blocks = outcome.blocks;
+    stats.relayed_shards = outcome.failed_shards;
+    if (outcome.missing.empty()) return stats;
+    // The relay takes over what the failed shards did not deliver (for hot_only these ranges
+    // include the shard's cold blocks: the worker never said which of them are hot).
+    v1::FetchBlocksRequest req;
+    req.set_cache_id(rpc::CacheIdToBytes(id));
+    for (v1::BlockRange& r : outcome.missing) *req.add_ranges() = std::move(r);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(deadline);
+    absl::StatusOr<StreamStats> relayed = ReadChunks(
+        "StreamCache", &ctx, id, layout,
+        [&](grpc::ClientContext* c) { return stub->FetchBlocks(c, req); }, on_chunk);
+    if (!relayed.ok()) {
+      return absl::Status(
+          relayed.status().code(),
+          absl::StrCat(relayed.status().message(),
+                       " (relaying the blocks of failed direct streams: ", outcome.failures, ")"));
+    }
+    stats.chunks += relayed->chunks;
+    stats.blocks += relayed->blocks;
+    stats.bytes += relayed->bytes;
     return stats;
   }
 };
@@ -293,9 +357,13 @@ absl::StatusOr<StreamStats> CoordinatorClient::StreamCache(const kvstore::CacheI
   v1::StreamCacheRequest req;
   req.set_cache_id(rpc::CacheIdToBytes(id));
   req.set_hot_only(hot_only);
-  return impl_->ReadChunks(
+  req.set_allow_direct(impl_->options.direct_streams);
+  std::optional<v1::DirectStreamPlan> plan;
+  absl::StatusOr<StreamStats> relayed = impl_->ReadChunks(
       "StreamCache", &ctx, id, *layout,
-      [&](grpc::ClientContext* c) { return impl_->stub->StreamCache(c, req); }, on_chunk);
+      [&](grpc::ClientContext* c) { return impl_->stub->StreamCache(c, req); }, on_chunk, &plan);
+  if (!relayed.ok() || !plan.has_value()) return relayed;
+  return impl_->StreamDirect(id, *layout, *plan, hot_only, deadline, on_chunk);
 }
 
 absl::StatusOr<StreamStats> CoordinatorClient::FetchBlocks(const kvstore::CacheId& id,

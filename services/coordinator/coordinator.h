@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -65,6 +66,13 @@ class Coordinator {
                            const RelaySink& sink);
   absl::Status FetchBlocks(const RequestContext& rc, const v1::FetchBlocksRequest& request,
                            const RelaySink& sink);
+  // For StreamCache with allow_direct: after the same lookup (tenant, existence), a plan of the
+  // READY cache's shards, each with its worker's advertised address and a fresh 128-bit ticket
+  // registered with that worker (bound to the cache, its tenant and the shard; valid for
+  // direct_ticket_ttl, one stream). nullopt when the stream is to be relayed: not asked, direct
+  // plans off, the cache not READY, or a worker that could not register its ticket.
+  absl::StatusOr<std::optional<v1::DirectStreamPlan>> PlanDirectStream(
+      const RequestContext& rc, const v1::StreamCacheRequest& request);
   // The same with every chunk parsed into a message (a copy of its bytes; for in-process
   // callers that want messages, not for the serving path).
   absl::Status StreamCache(const RequestContext& rc, const v1::StreamCacheRequest& request,

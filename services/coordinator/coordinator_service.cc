@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "services/rpc/stream_writer.h"
+#include "sparsefill/common/status.h"
 
 namespace sparsefill::coordinator {
 namespace {
@@ -130,6 +131,14 @@ grpc::Status CoordinatorService::StreamCacheWire(grpc::ServerContext* ctx,
     }
     CancelWatcher watcher(ctx);
     RelayWriter<v1::StreamCacheRequest> writer(call, out, handler_.metrics());
+    SF_ASSIGN_OR_RETURN(
+        std::optional<v1::DirectStreamPlan> plan,
+        coordinator_->PlanDirectStream(Context(call, watcher.cancellation()), request));
+    if (plan.has_value()) {
+      v1::KvChunk answer;
+      *answer.mutable_direct_plan() = *std::move(plan);
+      return writer.Write(RelayOf(answer));
+    }
     return coordinator_->StreamCache(
         Context(call, watcher.cancellation()), request,
         Coordinator::RelaySink([&](const RelayChunk& c) { return writer.Write(c); }));

@@ -105,4 +105,15 @@ absl::Status GrpcWorker::DeleteShard(const kvstore::CacheId& id, const CallContr
   return client_->DeleteShard(req, ctx.get());
 }
 
+absl::StatusOr<v1::StreamTicketAck> GrpcWorker::IssueStreamTicket(const v1::StreamTicket& ticket,
+                                                                  const CallControl& call) {
+  SF_ASSIGN_OR_RETURN(auto ctx, MakeContext(call, "IssueStreamTicket"));
+  auto reg = Cancellation::OnCancel(call.cancel, [c = ctx.get()] { c->TryCancel(); });
+  v1::StreamTicketAck out;
+  const absl::Status s =
+      rpc::FromGrpcStatus(client_->stub()->IssueStreamTicket(ctx.get(), ticket, &out));
+  SF_RETURN_IF_ERROR(Annotate(s, "IssueStreamTicket", address()));
+  return out;
+}
+
 }  // namespace sparsefill::coordinator

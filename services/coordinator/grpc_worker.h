@@ -29,6 +29,8 @@ class GrpcWorker final : public WorkerApi {
   absl::StatusOr<v1::ShardManifest> GetShardManifest(const kvstore::CacheId& id,
                                                      const CallControl& call) override;
   absl::Status DeleteShard(const kvstore::CacheId& id, const CallControl& call) override;
+  absl::StatusOr<v1::StreamTicketAck> IssueStreamTicket(const v1::StreamTicket& ticket,
+                                                        const CallControl& call) override;
 
  private:
   explicit GrpcWorker(std::unique_ptr<client::WorkerClient> client) : client_(std::move(client)) {}

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "services/common/auth_tokens.h"
+#include "services/common/heap_release.h"
 #include "services/coordinator/coordinator.h"
 #include "services/coordinator/coordinator_service.h"
 #include "services/coordinator/grpc_worker.h"
@@ -41,6 +42,7 @@ struct Flags {
   int64_t deadline_ms = 600000;
   int64_t health_timeout_ms = 2000;
   int64_t health_interval_ms = 5000;
+  int64_t direct_ticket_ttl_ms = 10000;
   std::string tls_cert, tls_key, tls_client_ca;
   std::string tokens_file;
   std::string worker_token_file;
@@ -48,6 +50,9 @@ struct Flags {
   std::string worker_ca, worker_cert, worker_key, worker_name_override;
   // Connection limits of the server (defaults from rpc::ServerOptions).
   sparsefill::rpc::ServerOptions server;
+  int64_t heap_trim_ms = 1000;
+  int32_t malloc_arenas = 4;
+  int64_t mmap_threshold = 1 << 20;
 };
 
 absl::StatusOr<std::string> ReadSecret(const std::string& path) {
@@ -66,6 +71,20 @@ absl::StatusOr<std::string> ReadSecret(const std::string& path) {
 absl::Status Run(const Flags& f) {
   if (f.workers.empty()) return absl::InvalidArgumentError("--worker: at least one is required");
   if (f.registry.empty()) return absl::InvalidArgumentError("--registry: required");
+  // Before any thread exists (mallopt is not meant to race with allocating threads).
+  sparsefill::HeapOptions heap;
+  if (f.heap_trim_ms < 0 || f.malloc_arenas < 0 || f.mmap_threshold < 0) {
+    return absl::InvalidArgumentError(
+        "--heap-trim-ms, --malloc-arenas and --mmap-threshold must not be negative");
+  }
+  heap.trim_interval = std::chrono::milliseconds(f.heap_trim_ms);
+  heap.max_arenas = f.malloc_arenas;
+  heap.mmap_threshold_bytes = static_cast<size_t>(f.mmap_threshold);
+  if (absl::Status s = heap.Validate(); !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--heap-trim-ms / --malloc-arenas / --mmap-threshold: ", s.message()));
+  }
+  SF_RETURN_IF_ERROR(sparsefill::ConfigureHeap(heap));
 
   // This process's registry (no global one, STYLE §9), served on --metrics-listen.
   auto registry = std::make_shared<prometheus::Registry>();
@@ -89,6 +108,7 @@ absl::Status Run(const Flags& f) {
   options.default_deadline = std::chrono::milliseconds(f.deadline_ms);
   options.health_timeout = std::chrono::milliseconds(f.health_timeout_ms);
   options.health_interval = std::chrono::milliseconds(f.health_interval_ms);
+  options.direct_ticket_ttl = std::chrono::milliseconds(f.direct_ticket_ttl_ms);
   SF_RETURN_IF_ERROR(options.Validate());
 
   std::string worker_token;
@@ -153,6 +173,7 @@ absl::Status Run(const Flags& f) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  sparsefill::HeapTrimmer heap_trimmer(heap.trim_interval);
 
   SF_ASSIGN_OR_RETURN(std::unique_ptr<sparsefill::rpc::RunningServer> server,
                       sparsefill::rpc::StartServer(so, {&service}));
@@ -210,6 +231,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--health-interval-ms", f.health_interval_ms, "worker health probe period")
       ->capture_default_str();
+  app.add_option("--direct-ticket-ttl-ms", f.direct_ticket_ttl_ms,
+                 "validity of the stream tickets of direct plans (StreamCache allow_direct: "
+                 "decode nodes stream READY caches from the workers); 0: always relay")
+      ->capture_default_str();
   app.add_option("--tls-cert", f.tls_cert, "PEM server certificate chain (enables TLS)");
   app.add_option("--tls-key", f.tls_key, "PEM server private key");
   app.add_option("--tls-client-ca", f.tls_client_ca, "PEM CA of client certificates (mTLS)");
@@ -244,6 +269,18 @@ int main(int argc, char** argv) {
   app.add_option("--handshake-timeout-ms", f.server.handshake_timeout_ms,
                  "a new connection must complete TLS and the HTTP/2 preface within this (0: "
                  "gRPC's 120 s)")
+      ->capture_default_str();
+  app.add_option("--heap-trim-ms", f.heap_trim_ms,
+                 "return the heap's free pages to the kernel (malloc_trim) this often, so RSS "
+                 "follows what is in use after requests end (0: never; see "
+                 "services/common/heap_release.h)")
+      ->capture_default_str();
+  app.add_option("--malloc-arenas", f.malloc_arenas,
+                 "most glibc malloc arenas (0: glibc's 8 x cores)")
+      ->capture_default_str();
+  app.add_option("--mmap-threshold", f.mmap_threshold,
+                 "allocations this large are mmapped and unmapped on free (0: glibc's threshold, "
+                 "which grows up to 32 MiB)")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   const absl::Status s = Run(f);

@@ -30,6 +30,10 @@ absl::Status CoordinatorOptions::Validate() const {
   SF_RETURN_IF_ERROR(Positive("health_interval", health_interval.count()));
   SF_RETURN_IF_ERROR(Positive("maintenance_interval", maintenance_interval.count()));
   SF_RETURN_IF_ERROR(Positive("cleanup_timeout", cleanup_timeout.count()));
+  if (direct_ticket_ttl.count() < 0 || direct_ticket_ttl > std::chrono::seconds(60)) {
+    return absl::InvalidArgumentError(absl::StrCat("direct_ticket_ttl: ", direct_ticket_ttl.count(),
+                                                   " ms is outside [0, 60000]"));
+  }
   if (clock == nullptr) return absl::InvalidArgumentError("clock: null");
   return absl::OkStatus();
 }

@@ -35,6 +35,10 @@ struct CoordinatorOptions {
   std::chrono::milliseconds maintenance_interval{std::chrono::seconds(1)};
   // Deadline of each background DeleteShard. Default 5 s.
   std::chrono::milliseconds cleanup_timeout{std::chrono::seconds(5)};
+  // How long a stream ticket of a direct plan (StreamCache with allow_direct) stays valid on its
+  // worker; 0 turns direct plans off (every stream is relayed). Default 10 s; at most 60 s (the
+  // workers' own limit).
+  std::chrono::milliseconds direct_ticket_ttl{std::chrono::seconds(10)};
   // Expiry is judged on this clock (tests inject a FakeClock). Not owned. Default: real time.
   Clock* clock = Clock::Real();
   // Metric sets (admission's are in `admission.metrics`). Default null: not recorded. Not owned;

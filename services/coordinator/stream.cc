@@ -2,6 +2,7 @@
 // passed on with their xxh64. Workers index a shard's blocks from its first block (shard-local);
 // decode nodes see global block indices.
 #include <algorithm>
+#include <iostream>
 #include <limits>
 #include <map>
 
@@ -179,6 +180,51 @@ absl::Status Coordinator::StreamCache(const RequestContext& rc,
                                        [&](RelayChunk& chunk) { return sink(chunk); }));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<v1::DirectStreamPlan>> Coordinator::PlanDirectStream(
+    const RequestContext& rc, const v1::StreamCacheRequest& request) {
+  if (!request.allow_direct() || options_.direct_ticket_ttl.count() == 0) return std::nullopt;
+  // The same answers as StreamCache for a bad id, a missing cache or another tenant's.
+  SF_ASSIGN_OR_RETURN(const CacheEntry e, Lookup(rc, request.cache_id()));
+  // A PENDING cache streams layer by layer as layers become ready, which only the relay does.
+  if (e.state != CacheState::kReady) return std::nullopt;
+  // Registering tickets is a few small calls: they get a short deadline of their own, within the
+  // request's, so a slow worker costs the decode node little before the relay takes over.
+  const Deadline deadline = std::min(WorkerDeadline(EffectiveDeadline(rc)),
+                                     std::chrono::system_clock::now() + options_.health_timeout);
+  const int32_t b = e.layout.block_size;
+  v1::DirectStreamPlan plan;
+  plan.set_ticket_ttl_ms(options_.direct_ticket_ttl.count());
+  for (const ShardRange& shard : e.shards) {
+    WorkerApi* w = workers_->Find(shard.address);
+    if (w == nullptr) return std::nullopt;  // the relay names the missing worker
+    v1::StreamTicket ticket;
+    // 128 bits from the OS's entropy source, like cache ids.
+    ticket.set_ticket(rpc::CacheIdToBytes(kvstore::CacheId::Random()));
+    ticket.set_cache_id(rpc::CacheIdToBytes(e.id));
+    ticket.set_tenant(e.tenant);
+    ticket.set_token_begin(shard.token_begin);
+    ticket.set_token_end(shard.token_end);
+    ticket.set_ttl_ms(options_.direct_ticket_ttl.count());
+    absl::StatusOr<v1::StreamTicketAck> ack =
+        w->IssueStreamTicket(ticket, CallControl{deadline, rc.cancel});
+    if (!ack.ok()) {
+      if (IsCancelled(rc.cancel)) return absl::CancelledError("StreamCache: the caller went away");
+      // Tickets already registered with other workers expire unused.
+      if (ack.status().code() != absl::StatusCode::kUnimplemented) {
+        std::cerr << "coordinator: StreamCache " << e.id.ToHex()
+                  << ": relaying instead of a direct plan: " << ack.status().message() << "\n";
+      }
+      return std::nullopt;
+    }
+    v1::DirectShard* d = plan.add_shards();
+    d->set_address(ack->address().empty() ? shard.address : ack->address());
+    d->set_ticket(ticket.ticket());
+    d->set_first_block(ShardFirstBlock(shard, b));
+    d->set_end_block(ShardEndBlock(shard, b));
+  }
+  return plan;
 }
 
 absl::Status Coordinator::FetchBlocks(const RequestContext& rc,

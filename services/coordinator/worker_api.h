@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "services/coordinator/cancellation.h"
 #include "services/coordinator/relay_chunk.h"
 #include "sparsefill/kvstore/layout.h"
@@ -62,6 +63,14 @@ class WorkerApi {
   virtual absl::StatusOr<v1::ShardManifest> GetShardManifest(const kvstore::CacheId& id,
                                                              const CallControl& call) = 0;
   virtual absl::Status DeleteShard(const kvstore::CacheId& id, const CallControl& call) = 0;
+  // Registers a stream ticket for a direct StreamShard of a decode node; the reply names the
+  // address the worker advertises to decode nodes (empty: address()). Workers reached without
+  // the internal RPC cannot: UNIMPLEMENTED, and the coordinator relays instead.
+  virtual absl::StatusOr<v1::StreamTicketAck> IssueStreamTicket(const v1::StreamTicket& /*ticket*/,
+                                                                const CallControl& /*call*/) {
+    return absl::UnimplementedError(
+        absl::StrCat("worker ", address(), ": no direct streams over this connection"));
+  }
 };
 
 }  // namespace sparsefill::coordinator

@@ -26,6 +26,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/auth_tokens.h"
+#include "services/common/heap_release.h"
 
 #include "services/metrics/exposer.h"
 #include "services/metrics/kvstore_metrics.h"
@@ -46,6 +47,10 @@ constexpr char kUsage[] = R"(usage: sparsefill-worker --model NAME=DIR --store D
 
   --listen HOST:PORT       address to serve on (default 127.0.0.1:0; port 0 picks a free port).
                            Prints "listening on HOST:PORT" on stdout once serving.
+  --advertise-address HOST:PORT
+                           where decode nodes reach this worker for direct streams (the
+                           coordinator hands it out with their stream tickets; default: the
+                           address the coordinator uses for this worker)
   --metrics-listen HOST:PORT
                            serve Prometheus metrics on GET /metrics there (default: none; port
                            0 picks a free port). Prints "metrics on HOST:PORT" on stdout.
@@ -85,6 +90,12 @@ constexpr char kUsage[] = R"(usage: sparsefill-worker --model NAME=DIR --store D
   --handshake-timeout-ms MS
                            a new connection must finish TLS and the HTTP/2 preface within this
                            (default 20000; 0: gRPC's 120 s)
+  --heap-trim-ms MS        return the heap's free pages to the kernel (malloc_trim) this often,
+                           so RSS follows what is in use after requests end (default 1000; 0:
+                           never). See services/common/heap_release.h
+  --malloc-arenas N        most glibc malloc arenas (default 4; 0: glibc's 8 x cores)
+  --mmap-threshold BYTES   allocations this large are mmapped, and unmapped on free (default
+                           1048576; 0: glibc's threshold, which grows up to 32 MiB)
   --inject-write-errors RATE[:SEED]
                            failure drills: each RocksDB block batch fails with probability RATE
                            (0..1) through the fault-injecting tier, like a failing disk (default
@@ -95,6 +106,7 @@ constexpr char kUsage[] = R"(usage: sparsefill-worker --model NAME=DIR --store D
 struct Flags {
   std::string listen = "127.0.0.1:0";
   std::string metrics_listen;
+  std::string advertise_address;
   std::vector<ModelSpec> models;
   std::string store;
   std::string backend = "cpu";
@@ -108,6 +120,7 @@ struct Flags {
   rpc::ServerOptions server;  // connection limits; defaults from rpc::ServerOptions
   double inject_write_errors = 0.0;
   uint64_t inject_seed = 0;
+  HeapOptions heap;
 };
 
 absl::Status ParseInjectWriteErrors(const std::string& v, Flags& f) {
@@ -168,6 +181,13 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
         return absl::InvalidArgumentError(absl::StrCat("--model: \"", v, "\" is not NAME=DIR"));
       }
       f.models.push_back({.name = v.substr(0, eq), .dir = v.substr(eq + 1)});
+    } else if (name == "--advertise-address") {
+      SF_ASSIGN_OR_RETURN(f.advertise_address, take());
+      const size_t colon = f.advertise_address.rfind(':');
+      if (colon == std::string::npos || colon == 0 || colon + 1 == f.advertise_address.size()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--advertise-address: \"", f.advertise_address, "\" is not HOST:PORT"));
+      }
     } else if (name == "--store") {
       SF_ASSIGN_OR_RETURN(f.store, take());
     } else if (name == "--backend") {
@@ -213,12 +233,28 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       SF_ASSIGN_OR_RETURN(f.server.max_connection_age_grace_ms, integer(0));
     } else if (name == "--handshake-timeout-ms") {
       SF_ASSIGN_OR_RETURN(f.server.handshake_timeout_ms, integer(0));
+    } else if (name == "--heap-trim-ms") {
+      SF_ASSIGN_OR_RETURN(int64_t x, integer(0));
+      f.heap.trim_interval = std::chrono::milliseconds(x);
+    } else if (name == "--malloc-arenas") {
+      SF_ASSIGN_OR_RETURN(int64_t x, integer(0));
+      if (x > 1024) return absl::InvalidArgumentError("--malloc-arenas: at most 1024");
+      f.heap.max_arenas = static_cast<int32_t>(x);
+    } else if (name == "--mmap-threshold") {
+      SF_ASSIGN_OR_RETURN(int64_t x, integer(0));
+      f.heap.mmap_threshold_bytes = static_cast<size_t>(x);
     } else if (name == "--inject-write-errors") {
       SF_ASSIGN_OR_RETURN(std::string v, take());
       SF_RETURN_IF_ERROR(ParseInjectWriteErrors(v, f));
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag \"", arg, "\" (see --help)"));
     }
+  }
+  if (absl::Status s = f.heap.Validate(); !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--heap-trim-ms / --malloc-arenas / "
+                     "--mmap-threshold: ",
+                     s.message()));
   }
   if (f.models.empty()) return absl::InvalidArgumentError("--model: at least one is required");
   if (f.store.empty()) return absl::InvalidArgumentError("--store: required");
@@ -245,6 +281,11 @@ int Run(int argc, char** argv) {
     return 2;
   }
   const Flags& f = *flags;
+  // Before any thread exists (mallopt is not meant to race with allocating threads).
+  if (absl::Status s = ConfigureHeap(f.heap); !s.ok()) {
+    std::cerr << "sparsefill-worker: " << s << "\n";
+    return 1;
+  }
 
   // Signals are taken by sigwait below; blocked before any thread starts so none gets them.
   sigset_t stop_signals;
@@ -252,6 +293,7 @@ int Run(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  HeapTrimmer heap_trimmer(f.heap.trim_interval);
 
   // This process's registry (no global one, STYLE §9), served on --metrics-listen.
   auto registry = std::make_shared<prometheus::Registry>();
@@ -259,6 +301,7 @@ int Run(int argc, char** argv) {
   metrics::RpcMetricSet rpc_metrics(*registry);
   metrics::KvStoreMetricSet kv_metrics(*registry);
   metrics::PrefillMetricSet prefill_metrics(*registry);
+  metrics::StreamMetricSet stream_metrics(*registry);
 
   WorkerOptions wo;
   wo.kv_metrics = &kv_metrics;
@@ -304,6 +347,8 @@ int Run(int argc, char** argv) {
   so.handler.logger = f.log_calls ? &logger : nullptr;
   so.handler.metrics = &rpc_metrics;
   so.prefill_metrics = &prefill_metrics;
+  so.stream_metrics = &stream_metrics;
+  so.advertise_address = f.advertise_address;
   so.exchange.peer_timeout = std::chrono::milliseconds(f.deadline_ms);
   so.peers.token = f.peer_token;
   if (!f.tls_cert.empty() || !f.tls_key.empty()) {

@@ -91,6 +91,7 @@ absl::Status WorkerService::Options::Validate() const {
         absl::StrCat("chunk_bytes: ", chunk_bytes, " is outside (0, 32 MiB]"));
   }
   SF_RETURN_IF_ERROR(peers.Validate());
+  SF_RETURN_IF_ERROR(tickets.Validate());
   return exchange.Validate();
 }
 
@@ -98,12 +99,35 @@ namespace {
 // The index of ReadBlocks among the Worker service's methods (worker.proto order), as the
 // generated WithSplitStreamingMethod_ReadBlocks uses it.
 constexpr int kReadBlocksMethod = 3;
+constexpr int kStreamShardMethod = 10;
+
+rpc::CallHandler::Options WithoutTokens(rpc::CallHandler::Options o) {
+  o.tokens = nullptr;
+  return o;
+}
+
+// A chunk the store produced, as the wire message ReadBlocks and StreamShard send.
+grpc::ByteBuffer ToWire(const std::string& id_bytes, BlockChunk& c) {
+  v1::KvChunk header;
+  header.set_cache_id(id_bytes);
+  header.set_layer(c.run.layer);
+  header.set_kv_head(c.run.kv_head);
+  header.set_first_block(c.run.first_block);
+  header.set_num_blocks(c.run.num_blocks);
+  header.set_tier(rpc::TierToProto(c.tier));
+  header.set_hot(c.hot);
+  header.mutable_xxh64()->Assign(c.checksums.begin(), c.checksums.end());
+  return WireKvChunk(header, std::move(c.data));
+}
+
 }  // namespace
 
 WorkerService::WorkerService(Worker* worker, Options options)
     : worker_(worker),
       options_(options),
       handler_(options.handler),
+      ticket_handler_(WithoutTokens(options.handler)),
+      tickets_(options.tickets),
       channels_(options.peers),
       exchanges_(&channels_, options.exchange) {
   MarkMethodStreamed(
@@ -112,6 +136,13 @@ WorkerService::WorkerService(Worker* worker, Options options)
           [this](grpc::ServerContext* ctx,
                  grpc::ServerSplitStreamer<v1::FetchBlocksRequest, grpc::ByteBuffer>* stream) {
             return ReadBlocksWire(ctx, stream);
+          }));
+  MarkMethodStreamed(
+      kStreamShardMethod,
+      new grpc::internal::SplitServerStreamingHandler<v1::StreamShardRequest, grpc::ByteBuffer>(
+          [this](grpc::ServerContext* ctx,
+                 grpc::ServerSplitStreamer<v1::StreamShardRequest, grpc::ByteBuffer>* stream) {
+            return StreamShardWire(ctx, stream);
           }));
 }
 
@@ -243,17 +274,8 @@ grpc::Status WorkerService::ReadBlocksWire(
           // The checks rpc::StreamWriter makes: a gone client or a passed deadline ends the
           // stream with the status saying which.
           SF_RETURN_IF_ERROR(rpc::StreamStopStatus(*ctx, "ReadBlocks", written, false));
-          v1::KvChunk header;
-          header.set_cache_id(id_bytes);
-          header.set_layer(c.run.layer);
-          header.set_kv_head(c.run.kv_head);
-          header.set_first_block(c.run.first_block);
-          header.set_num_blocks(c.run.num_blocks);
-          header.set_tier(rpc::TierToProto(c.tier));
-          header.set_hot(c.hot);
-          header.mutable_xxh64()->Assign(c.checksums.begin(), c.checksums.end());
           const size_t bytes = c.data.size();
-          grpc::ByteBuffer wire = WireKvChunk(header, std::move(c.data));
+          grpc::ByteBuffer wire = ToWire(id_bytes, c);
           if (!stream->Write(wire)) {
             return rpc::StreamStopStatus(*ctx, "ReadBlocks", written, /*write_failed=*/true);
           }
@@ -264,6 +286,108 @@ grpc::Status WorkerService::ReadBlocksWire(
           return absl::OkStatus();
         },
         req.hot_pass());
+  });
+}
+
+grpc::Status WorkerService::IssueStreamTicket(grpc::ServerContext* ctx, const v1::StreamTicket* req,
+                                              v1::StreamTicketAck* resp) {
+  return handler_.Handle(ctx, "IssueStreamTicket", [&]() -> absl::Status {
+    SF_ASSIGN_OR_RETURN(kvstore::CacheId id, rpc::CacheIdFromBytes(req->cache_id(), "cache_id"));
+    // The coordinator's view of the shard must be this worker's: a ticket for anything else
+    // would stream blocks the coordinator did not mean to hand out.
+    SF_ASSIGN_OR_RETURN(ShardInfo info, worker_->GetShard(id));
+    if (!info.ready) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cache ", id.ToHex(), ": this worker's shard is not READY (",
+                       info.layers_written, " of ", info.layout.num_layers, " layers stored)"));
+    }
+    if (info.tenant != req->tenant()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cache ", id.ToHex(), ": tenant \"", req->tenant(),
+                       "\" is not the tenant of this worker's shard"));
+    }
+    if (info.token_begin != req->token_begin() || info.token_end != req->token_end()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cache ", id.ToHex(), ": this worker holds tokens [", info.token_begin, ", ",
+          info.token_end, "), not [", req->token_begin(), ", ", req->token_end(), ")"));
+    }
+    TicketGrant grant;
+    grant.cache_id = req->cache_id();
+    grant.tenant = req->tenant();
+    grant.token_begin = req->token_begin();
+    grant.token_end = req->token_end();
+    SF_RETURN_IF_ERROR(tickets_.Issue(req->ticket(), std::move(grant), req->ttl_ms()));
+    resp->set_address(options_.advertise_address);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status WorkerService::StreamShardWire(
+    grpc::ServerContext* ctx,
+    grpc::ServerSplitStreamer<v1::StreamShardRequest, grpc::ByteBuffer>* stream) {
+  return ticket_handler_.Handle(ctx, "StreamShard", [&]() -> absl::Status {
+    v1::StreamShardRequest req;
+    if (!stream->Read(&req)) {
+      return absl::InvalidArgumentError(
+          "StreamShard: no request message (or one that does not parse as a "
+          "StreamShardRequest)");
+    }
+    SF_ASSIGN_OR_RETURN(TicketGrant grant, tickets_.Redeem(req.ticket(), req.cache_id()));
+    // The ticket matched the cache id bytes it was issued for, so they parse.
+    SF_ASSIGN_OR_RETURN(kvstore::CacheId id, rpc::CacheIdFromBytes(req.cache_id(), "cache_id"));
+    absl::StatusOr<ShardInfo> info = worker_->GetShard(id);
+    // Gone, or replaced by another tenant's or another range since the ticket was issued: the
+    // same answer as a bad ticket.
+    if (!info.ok() || !info->ready ||
+        !grant.Matches(info->tenant, info->token_begin, info->token_end)) {
+      return StreamTickets::Denied();
+    }
+    const kvstore::CacheLayout& l = info->layout;
+    const int64_t first = info->token_begin / l.block_size;
+    const int64_t end = (info->token_end + l.block_size - 1) / l.block_size;
+    const std::string& id_bytes = req.cache_id();
+    int64_t written = 0;
+    auto write = [&](BlockChunk& c) -> absl::Status {
+      SF_RETURN_IF_ERROR(rpc::StreamStopStatus(*ctx, "StreamShard", written, false));
+      const size_t bytes = c.data.size();
+      if (!stream->Write(ToWire(id_bytes, c))) {
+        return rpc::StreamStopStatus(*ctx, "StreamShard", written, /*write_failed=*/true);
+      }
+      ++written;
+      if (ticket_handler_.metrics() != nullptr) {
+        ticket_handler_.metrics()->RecordStreamMessage("StreamShard", bytes);
+      }
+      if (options_.stream_metrics != nullptr) options_.stream_metrics->RecordChunk(bytes, c.hot);
+      return absl::OkStatus();
+    };
+    // The order of the coordinator's relay, within this shard: each layer's hot blocks (cold
+    // runs only noted), then every cold run.
+    std::vector<BlockRun> cold;
+    for (int32_t layer = 0; layer < l.num_layers; ++layer) {
+      std::vector<BlockRun> runs;
+      for (int32_t h = 0; h < l.kv_heads; ++h) {
+        runs.push_back({.layer = layer,
+                        .kv_head = h,
+                        .first_block = first,
+                        .num_blocks = static_cast<int32_t>(end - first)});
+      }
+      SF_RETURN_IF_ERROR(worker_->ReadBlocks(
+          id, runs, options_.chunk_bytes,
+          [&](BlockChunk& c) -> absl::Status {
+            if (c.hot) return write(c);
+            if (!cold.empty() && cold.back().layer == c.run.layer &&
+                cold.back().kv_head == c.run.kv_head &&
+                cold.back().first_block + cold.back().num_blocks == c.run.first_block) {
+              cold.back().num_blocks += c.run.num_blocks;
+            } else {
+              cold.push_back(c.run);
+            }
+            return absl::OkStatus();
+          },
+          /*hot_pass=*/true));
+    }
+    if (req.hot_only() || cold.empty()) return absl::OkStatus();
+    return worker_->ReadBlocks(id, cold, options_.chunk_bytes, write);
   });
 }
 

@@ -10,8 +10,10 @@
 #include <grpcpp/support/sync_stream.h>
 
 #include "services/metrics/prefill_metrics.h"
+#include "services/metrics/server_metrics.h"
 #include "services/rpc/call_handler.h"
 #include "services/worker/grpc_shard_exchange.h"
+#include "services/worker/stream_tickets.h"
 #include "services/worker/worker.h"
 #include "sparsefill/v1/worker.grpc.pb.h"
 
@@ -31,6 +33,14 @@ class WorkerService final : public v1::Worker::Service {
     // This worker's shards: tokens, latency, per-layer selected and causal keys. Default null:
     // none. Not owned; must outlive the service.
     metrics::PrefillMetricSet* prefill_metrics = nullptr;
+    // KV bytes and chunks this worker streams straight to decode nodes (StreamShard; the
+    // coordinator counts what it relays). Default null: not counted. Not owned.
+    metrics::StreamMetricSet* stream_metrics = nullptr;
+    // host:port decode nodes use for StreamShard, told to the coordinator with every ticket.
+    // Default empty: the address the coordinator reaches this worker at.
+    std::string advertise_address;
+    // Stream tickets (limits, clock) of direct StreamShard calls.
+    StreamTickets::Options tickets;
     absl::Status Validate() const;
   };
 
@@ -53,8 +63,13 @@ class WorkerService final : public v1::Worker::Service {
                               v1::ListModelsResponse* resp) override;
   grpc::Status Tokenize(grpc::ServerContext* ctx, const v1::TokenizeRequest* req,
                         v1::TokenIds* resp) override;
+  grpc::Status IssueStreamTicket(grpc::ServerContext* ctx, const v1::StreamTicket* req,
+                                 v1::StreamTicketAck* resp) override;
 
   const rpc::CallHandler& handler() const { return handler_; }
+  // StreamShard's calls (authenticated by their tickets, not by bearer tokens).
+  const rpc::CallHandler& ticket_handler() const { return ticket_handler_; }
+  StreamTickets& tickets() { return tickets_; }
 
  private:
   WorkerService(Worker* worker, Options options);
@@ -65,10 +80,17 @@ class WorkerService final : public v1::Worker::Service {
   grpc::Status ReadBlocksWire(
       grpc::ServerContext* ctx,
       grpc::ServerSplitStreamer<v1::FetchBlocksRequest, grpc::ByteBuffer>* stream);
+  // StreamShard, registered the same way: a decode node's direct stream of this worker's shard.
+  grpc::Status StreamShardWire(
+      grpc::ServerContext* ctx,
+      grpc::ServerSplitStreamer<v1::StreamShardRequest, grpc::ByteBuffer>* stream);
 
   Worker* worker_;
   Options options_;
   rpc::CallHandler handler_;
+  // The handler's options without the token table: decode nodes hold no worker token.
+  rpc::CallHandler ticket_handler_;
+  StreamTickets tickets_;
   PeerChannels channels_;
   GrpcExchangeFactory exchanges_;
 };

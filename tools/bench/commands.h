@@ -80,6 +80,7 @@ struct StreamArgs {
   int warmup = 1;               // --warmup
   int repeats = 3;              // --repeats
   uint64_t seed = 1;            // --seed
+  std::string note;             // --note: added to the JSON's notes (e.g. the machine's load)
 };
 CLI::App* AddStreamCommand(CLI::App& app, StreamArgs& args);
 int RunStream(const StreamArgs& args);

@@ -58,6 +58,11 @@ int main(int argc, char** argv) {
   app.add_option("--tls-key", a.tls_key, "PEM client key (mutual TLS)");
   app.add_option("--tls-name", a.tls_name, "name checked against the server certificate");
   app.add_flag("--tls", a.tls, "TLS with the system's roots");
+  app.add_flag("!--no-direct", a.direct,
+               "always stream through the coordinator's relay (default: READY caches come "
+               "straight from the workers when the coordinator hands out a plan)");
+  app.add_option("--worker-tls-name", a.worker_tls_name,
+                 "name checked against the workers' certificates on direct streams");
   app.add_option("--timeout-s", a.timeout_s, "deadline of the prefill and of the stream")
       ->capture_default_str();
   app.add_flag("--quiet", a.quiet, "no progress lines on stderr");

@@ -64,7 +64,9 @@ absl::StatusOr<client::ConnectionOptions> ConnectionOf(const SinkArgs& a) {
     o.cert_file = a.tls_cert;
     o.key_file = a.tls_key;
     o.target_name_override = a.tls_name;
+    o.worker_target_name_override = a.worker_tls_name;
   }
+  o.direct_streams = a.direct;
   if (!a.token.empty() && !a.token_file.empty()) {
     return absl::InvalidArgumentError("--token and --token-file: give one of them");
   }
@@ -347,7 +349,9 @@ int RunSink(const SinkArgs& a) {
                    {"cold_seconds", cold_span},
                    {"cold_gb_per_s", gbps(as.cold_bytes, cold_span)},
                    {"layer_first_chunk_seconds", as.layer_first_chunk_s},
-                   {"layer_order", as.layer_order}};
+                   {"layer_order", as.layer_order},
+                   {"direct_blocks", streamed->direct_blocks},
+                   {"relayed_shards", streamed->relayed_shards}};
   const std::vector<TopToken> top = TopK(probs, a.top);
   nlohmann::json top_json = nlohmann::json::array();
   for (const TopToken& tt : top) {

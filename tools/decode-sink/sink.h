@@ -32,6 +32,10 @@ struct SinkArgs {
   std::string token_file;
   bool tls = false;
   std::string tls_ca, tls_cert, tls_key, tls_name;
+  // Stream READY caches straight from the workers when the coordinator offers a plan (the
+  // client's default); false: always through the coordinator's relay.
+  bool direct = true;
+  std::string worker_tls_name;  // name checked against the workers' certificates
   double timeout_s = 600;
   bool quiet = false;
 };

@@ -33,7 +33,11 @@ class CoordinatorClient {
                                         const CallOptions& call = {});
   absl::StatusOr<CacheInfo> GetCache(const kvstore::CacheId& id, const CallOptions& call = {});
   // Reads the cache's layout (GetCache) and streams its blocks, hot first; the timeout covers
-  // both. DATA_LOSS names the block whose checksum does not match.
+  // both. DATA_LOSS names the block whose checksum does not match. With
+  // ConnectionOptions::direct_streams a READY cache comes straight from its workers, all shards
+  // at once, each hot first (so chunks of different shards interleave); blocks a failed direct
+  // stream did not deliver come through the coordinator afterwards (StreamStats says how many
+  // came which way).
   absl::StatusOr<StreamStats> StreamCache(const kvstore::CacheId& id, bool hot_only,
                                           const ChunkCallback& on_chunk,
                                           const CallOptions& call = {});

@@ -36,6 +36,15 @@ struct ConnectionOptions {
   std::chrono::milliseconds default_timeout{std::chrono::seconds(60)};
   // Largest message received (KV chunks are >= 1 MiB). Default 64 MiB.
   int max_message_bytes = 64 << 20;
+  // StreamCache asks for a direct plan: a READY cache is then streamed shard by shard straight
+  // from its workers (the coordinator still authenticates the call, checks the tenant and hands
+  // out one single-use ticket per shard; the bearer token never goes to a worker). What a direct
+  // stream fails to deliver comes through the coordinator's relay (FetchBlocks) while the
+  // deadline allows. Caches still being computed are always relayed. Default true.
+  bool direct_streams = true;
+  // Direct streams use this connection's TLS settings (ca_file, client certificate); this name is
+  // checked against the workers' certificates instead of their host. Default empty.
+  std::string worker_target_name_override;
 
   absl::Status Validate() const;  // InvalidArgument naming the field
 };
@@ -157,6 +166,10 @@ struct StreamStats {
   int64_t chunks = 0;
   int64_t blocks = 0;
   uint64_t bytes = 0;
+  // StreamCache only: blocks that came straight from the workers (a direct plan), and shards
+  // whose direct stream failed so that their missing blocks came through the relay.
+  int64_t direct_blocks = 0;
+  int32_t relayed_shards = 0;
 };
 
 struct ModelInfo {

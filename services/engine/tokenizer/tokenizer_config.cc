@@ -1,5 +1,6 @@
 #include "services/engine/tokenizer/tokenizer_config.h"
 
+#include <map>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -134,6 +135,9 @@ absl::Status ParseAddedTokens(const json& root, std::string_view name,
   const auto list = root.find("added_tokens");
   if (list == root.end() || list->is_null()) return absl::OkStatus();
   if (!list->is_array()) return Bad(name, "added_tokens", "must be an array");
+  // Two added tokens with one id cannot both decode to their own content (one would silently
+  // decode as the other), so such a file is refused.
+  std::map<int32_t, size_t> first_with_id;
   for (size_t i = 0; i < list->size(); ++i) {
     const json& t = (*list)[i];
     const std::string field = absl::StrCat("added_tokens[", i, "]");
@@ -150,6 +154,12 @@ absl::Status ParseAddedTokens(const json& root, std::string_view name,
       return Bad(name, field + ".content", "must be a string");
     }
     a.content = content->get<std::string>();
+    if (const auto [it, fresh] = first_with_id.emplace(a.id, i); !fresh) {
+      return Bad(
+          name, field + ".id",
+          absl::StrCat("id ", a.id, " is already the id of added_tokens[", it->second, "] (\"",
+                       out[it->second].content, "\"); each added token needs its own id"));
+    }
     SF_ASSIGN_OR_RETURN(a.special, BoolField(t, name, field, "special", false));
     SF_ASSIGN_OR_RETURN(a.single_word, BoolField(t, name, field, "single_word", false));
     SF_ASSIGN_OR_RETURN(a.lstrip, BoolField(t, name, field, "lstrip", false));

@@ -1,5 +1,6 @@
 // The coordinator's /metrics after one prefill through a real worker and coordinator: the prompt's
 // tokens and the attention keys the workers reported.
+#include <chrono>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -62,9 +63,24 @@ TEST(ClusterMetricsTest, CoordinatorCountsPromptTokensAndAttentionKeys) {
   EXPECT_THAT(*body, ::testing::HasSubstr(
                          "sparsefill_rpc_requests_total{code=\"OK\",method=\"Prefill\"} 1"));
 
-  // Streaming the cache counts its block bytes.
-  auto streamed = StreamWholeCache(**client, made->cache.id);
+  // A direct stream (the client's default) goes from the workers to the client: the
+  // coordinator relays nothing, so its stream counters stay at 0 (the workers count it).
+  auto direct = StreamWholeCache(**client, made->cache.id);
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  body = metrics::testing::HttpGet(port, "/metrics");
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_EQ(Sum(*body, "sparsefill_stream_chunks_total"), 0);
+
+  // Streaming the cache through the coordinator's relay counts its block bytes there.
+  client::ConnectionOptions relay_options;
+  relay_options.address = (**cluster)->coordinator_address();
+  relay_options.default_timeout = std::chrono::seconds(60);
+  relay_options.direct_streams = false;
+  auto relay_client = client::CoordinatorClient::Connect(relay_options);
+  ASSERT_TRUE(relay_client.ok()) << relay_client.status();
+  auto streamed = StreamWholeCache(**relay_client, made->cache.id);
   ASSERT_TRUE(streamed.ok()) << streamed.status();
+  EXPECT_EQ(streamed->checksums, direct->checksums);
   body = metrics::testing::HttpGet(port, "/metrics");
   ASSERT_TRUE(body.ok()) << body.status();
   EXPECT_EQ(Sum(*body, "sparsefill_stream_chunks_total"), static_cast<double>(streamed->chunks));

@@ -249,6 +249,26 @@ TEST(TokenizerJsonTest, HugeTokenIdsAreRefusedNotAllocated) {
   }
 }
 
+// Found by tests/fuzz/tokenizer_json_fuzzer (Decode(Encode(x)) != x): two added tokens sharing an
+// id loaded, and the first then decoded as the second's content.
+TEST(TokenizerJsonTest, AddedTokensSharingAnIdAreRefused) {
+  json j = TinyTokenizer();
+  j["added_tokens"] = json::array({{{"id", 263}, {"content", "<|endoftext|>"}},
+                                   {{"id", 264}, {"content", "<tool>"}},
+                                   {{"id", 263}, {"content", "<think>"}}});
+  ExpectInvalid(j.dump(), {"added_tokens[2].id", "263", "added_tokens[0]", "<|endoftext|>"});
+  // Distinct ids still load, and each decodes to its own content.
+  j["added_tokens"][2]["id"] = 265;
+  const auto tok = Load(j);
+  ASSERT_NE(tok, nullptr);
+  for (const auto& [id, content] :
+       std::vector<std::pair<int32_t, std::string>>{{263, "<|endoftext|>"}, {265, "<think>"}}) {
+    const auto d = tok->Decode(std::vector<int32_t>{id});
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_EQ(*d, content);
+  }
+}
+
 TEST(TokenizerJsonTest, MissingFileIsNotFound) {
   const auto tok = Tokenizer::FromFile("/nonexistent/sparsefill/tokenizer.json");
   ASSERT_FALSE(tok.ok());

@@ -54,6 +54,10 @@ absl::Status PrepareCluster(const ClusterArgs& a, ClusterSetup* setup, std::stri
   setup->work_dir = (*work)->path();
   setup->workers = a.workers;
   setup->threads_per_worker = a.threads;
+  setup->worker_flags.insert(setup->worker_flags.end(), a.worker_flags.begin(),
+                             a.worker_flags.end());
+  setup->coordinator_flags.insert(setup->coordinator_flags.end(), a.coordinator_flags.begin(),
+                                  a.coordinator_flags.end());
   *novel = a.novel.empty() ? "tests/fixtures/tokenizer/pride_and_prejudice.qwen3.u32" : a.novel;
   if (!a.text.empty()) {
     *text = a.text == "none" ? "" : a.text;
@@ -73,6 +77,10 @@ void AddClusterFlags(CLI::App& sub, ClusterArgs& a) {
   sub.add_option("--novel-tokens", a.novel, "token ids of the novel (.u32)");
   sub.add_option("--text", a.text, "the novel's text for text requests ('none': ids only)");
   sub.add_option("--seed", a.seed, "seed of the request mix (0: random, printed)");
+  sub.add_option("--worker-flag", a.worker_flags,
+                 "extra flag of every worker, repeatable (--worker-flag=--heap-trim-ms=0)");
+  sub.add_option("--coordinator-flag", a.coordinator_flags,
+                 "extra flag of the coordinator, repeatable");
 }
 
 CLI::App* AddLoadCommand(CLI::App& app, LoadArgs& a) {

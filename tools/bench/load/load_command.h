@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "tools/bench/commands.h"
@@ -23,6 +24,9 @@ struct ClusterArgs {
   std::string novel;    // --novel-tokens (default tests/fixtures/tokenizer/...qwen3.u32)
   std::string text;     // --text (default ../shared/data/pride_and_prejudice.txt when present)
   uint64_t seed = 0;    // --seed (0: from the clock)
+  // --worker-flag / --coordinator-flag (repeatable): extra flags of every worker / of the
+  // coordinator, e.g. --worker-flag=--heap-trim-ms=0 for glibc's own heap behaviour.
+  std::vector<std::string> worker_flags, coordinator_flags;
 };
 
 // Shared by both commands: registers the ClusterArgs flags; turns them into a cluster setup with a

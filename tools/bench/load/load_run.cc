@@ -23,6 +23,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// From the last request of a phase to its RSS snapshot.
+constexpr std::chrono::seconds kSettle(2);
+
 double Since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
@@ -337,14 +340,18 @@ absl::StatusOr<LoadResult> RunLoadTest(const LoadOptions& o) {
   state.warmup_ = true;
   state.RunPhase(warmup);
   state.warmup_ = false;
+  const double warm_seconds = Since(start);
+  // Both RSS snapshots are taken the same time after the last request ended: by then the servers'
+  // heap trimmers (--heap-trim-ms, 1 s) have returned what the requests freed.
+  std::this_thread::sleep_for(kSettle);
   std::vector<std::string> mem_errors;
   std::vector<ServerMemory> mem = Snapshot(*cluster, {}, false, mem_errors);
-  const double warm_seconds = Since(start);
   log(absl::StrCat("run: ", o.requests - warmup, " more requests"));
   state.RunPhase(o.requests);
-  const double seconds = Since(start);
+  // Request time only (the settle above is not part of it).
+  const double seconds = Since(start) - std::chrono::duration<double>(kSettle).count();
   // Deleted caches' hot blocks are freed at once; give the coordinator's clean-up a moment.
-  std::this_thread::sleep_for(std::chrono::seconds(2));
+  std::this_thread::sleep_for(kSettle);
   mem = Snapshot(*cluster, std::move(mem), true, mem_errors);
   watch.Stop();
 

@@ -1,7 +1,10 @@
 // `bench stream`: StreamCache throughput over loopback for a long-prompt cache, with 1 and N
 // parallel streams, side by side in one run with a raw TCP copy of the same bytes (the loopback
-// limit). Acceptance (issue "Distributed serving"): StreamCache with 4 streams reaches >= 50% of
-// raw loopback TCP throughput in the same run.
+// limit), on both serving paths: the relay (worker -> coordinator -> client) and direct streams
+// (the coordinator hands out a plan with stream tickets, the client streams every shard from its
+// worker). Acceptance (issue "Distributed serving"): StreamCache with 4 streams reaches >= 50%
+// of raw loopback TCP throughput in the same run, on the direct path (what the public client
+// uses for READY caches); the relay's figures stay in the JSON beside it.
 //
 // Two tiers, alone or both in one run (--tier both, one JSON):
 //   host: every block hot in the worker's memory, against a raw copy from memory. What is left
@@ -81,15 +84,18 @@ struct StreamRun {
   uint64_t bytes = 0;
   int64_t blocks = 0;
   int64_t chunks = 0;
+  int64_t direct_blocks = 0;
   double seconds = 0;
   double cpu_seconds = 0;
 };
 
 // Every client streams the whole cache at once; wall clock from the common start to the last
 // stream's end. The client library verifies every block's xxh64 before the callback.
+// `direct`: the clients ask for direct plans and every block must come straight from a worker
+// (a stream that fell back to the relay would measure the wrong path); otherwise none may.
 absl::StatusOr<StreamRun> RunStreams(
     const std::vector<std::unique_ptr<client::CoordinatorClient>>& clients, int streams,
-    const InstalledCache& cache) {
+    const InstalledCache& cache, bool direct) {
   std::vector<absl::StatusOr<client::StreamStats>> results(static_cast<size_t>(streams),
                                                            absl::UnknownError("not run"));
   std::vector<std::thread> threads;
@@ -118,7 +124,13 @@ absl::StatusOr<StreamRun> RunStreams(
                                               s->bytes, " bytes of ", cache.blocks, " / ",
                                               cache.bytes));
     }
+    if (s->direct_blocks != (direct ? s->blocks : 0)) {
+      return absl::InternalError(absl::StrCat("stream ", i, " (", direct ? "direct" : "relay",
+                                              "): ", s->direct_blocks, " of ", s->blocks,
+                                              " blocks came straight from the workers"));
+    }
     r.bytes += s->bytes;
+    r.direct_blocks += s->direct_blocks;
     r.blocks += s->blocks;
     r.chunks += s->chunks;
   }
@@ -162,7 +174,8 @@ struct Part {
   nlohmann::json config;
   nlohmann::json results = nlohmann::json::object();
   nlohmann::json ratios = nlohmann::json::object();
-  double accept_ratio = 0;  // stream_N vs raw_N (stream_1 vs raw_1 when N = 1)
+  double accept_ratio = 0;  // direct_N vs raw_N (direct_1 vs raw_1 when N = 1)
+  double relay_ratio = 0;   // relay_N vs raw_N, beside it
   std::vector<std::vector<std::string>> rows;
 };
 
@@ -250,23 +263,27 @@ absl::StatusOr<Part> RunPart(const StreamArgs& args, const std::string& tier, in
                          0)
            .value();  // the fp32 source is not needed any more
 
-  std::vector<std::unique_ptr<client::CoordinatorClient>> clients;
+  // One set of clients per path, one connection each.
+  std::vector<std::unique_ptr<client::CoordinatorClient>> relay_clients, direct_clients;
   for (int i = 0; i < args.streams; ++i) {
-    client::ConnectionOptions o;
-    o.address = cluster->address();
-    SF_ASSIGN_OR_RETURN(std::unique_ptr<client::CoordinatorClient> c,
-                        client::CoordinatorClient::Connect(o));
-    clients.push_back(std::move(c));
+    for (bool direct : {false, true}) {
+      client::ConnectionOptions o;
+      o.address = cluster->address();
+      o.direct_streams = direct;
+      SF_ASSIGN_OR_RETURN(std::unique_ptr<client::CoordinatorClient> c,
+                          client::CoordinatorClient::Connect(o));
+      (direct ? direct_clients : relay_clients).push_back(std::move(c));
+    }
   }
 
   const size_t raw_buffer = static_cast<size_t>(args.raw_buffer_kib) << 10;
-  Series raw1, rawn, stream1, streamn;
+  Series raw1, rawn, relay1, relayn, direct1, directn;
   const std::vector<int> counts =
       args.streams == 1 ? std::vector<int>{1} : std::vector<int>{1, args.streams};
   for (int rep = -args.warmup; rep < args.repeats; ++rep) {
     const bool keep = rep >= 0;
     for (int n : counts) {
-      nlohmann::json raw_cache = nullptr, stream_cache = nullptr;
+      nlohmann::json raw_cache = nullptr;
       RawTcpResult raw;
       if (hot) {
         SF_ASSIGN_OR_RETURN(raw, RunRawTcpCopy(n, cache_bytes, raw_buffer));
@@ -275,32 +292,50 @@ absl::StatusOr<Part> RunPart(const StreamArgs& args, const std::string& tier, in
         raw_cache = r.ToJson();
         SF_ASSIGN_OR_RETURN(raw, RunRawTcpFileCopy(n, plain, raw_buffer));
       }
-      if (!hot) {
-        SF_ASSIGN_OR_RETURN(Residency r, EvictAndMeasure(co.dir));
-        stream_cache = r.ToJson();
+      // Both paths right after the raw copy, in turns (relay first on even repeats), so neither
+      // always runs on a machine its predecessor left warm or busy.
+      const bool relay_first = ((rep + args.warmup) % 2) == 0;
+      StreamRun relay, direct;
+      nlohmann::json relay_cache = nullptr, direct_cache = nullptr;
+      for (int k = 0; k < 2; ++k) {
+        const bool is_direct = (k == 0) != relay_first;
+        if (!hot) {
+          SF_ASSIGN_OR_RETURN(Residency r, EvictAndMeasure(co.dir));
+          (is_direct ? direct_cache : relay_cache) = r.ToJson();
+        }
+        SF_ASSIGN_OR_RETURN(
+            (is_direct ? direct : relay),
+            RunStreams(is_direct ? direct_clients : relay_clients, n, cache, is_direct));
       }
-      SF_ASSIGN_OR_RETURN(StreamRun st, RunStreams(clients, n, cache));
-      std::printf("[%s] %s %d: %d conn raw tcp %.2f GB/s | %d stream(s) %.2f GB/s (%.1f%%)\n",
-                  tier.c_str(), keep ? "repeat" : "warm-up", keep ? rep : rep + args.warmup, n,
-                  GBps(raw.bytes, raw.seconds), n, GBps(st.bytes, st.seconds),
-                  100 * GBps(st.bytes, st.seconds) / GBps(raw.bytes, raw.seconds));
+      const double raw_gbps = GBps(raw.bytes, raw.seconds);
+      std::printf(
+          "[%s] %s %d: %d conn raw tcp %.2f GB/s | %d stream(s) relay %.2f GB/s (%.1f%%) | "
+          "direct %.2f GB/s (%.1f%%)\n",
+          tier.c_str(), keep ? "repeat" : "warm-up", keep ? rep : rep + args.warmup, n, raw_gbps, n,
+          GBps(relay.bytes, relay.seconds), 100 * GBps(relay.bytes, relay.seconds) / raw_gbps,
+          GBps(direct.bytes, direct.seconds), 100 * GBps(direct.bytes, direct.seconds) / raw_gbps);
       std::fflush(stdout);
       if (!keep) continue;
-      Series& r = n == 1 ? raw1 : rawn;
-      Series& s = n == 1 ? stream1 : streamn;
       nlohmann::json raw_run = {{"connections", n},
                                 {"bytes", raw.bytes},
                                 {"seconds", raw.seconds},
                                 {"cpu_seconds", raw.cpu_seconds}};
-      nlohmann::json stream_run = {{"streams", n},          {"bytes", st.bytes},
-                                   {"blocks", st.blocks},   {"chunks", st.chunks},
-                                   {"seconds", st.seconds}, {"cpu_seconds", st.cpu_seconds}};
-      if (!hot) {
-        raw_run["page_cache_before"] = raw_cache;
-        stream_run["page_cache_before"] = stream_cache;
+      if (!hot) raw_run["page_cache_before"] = raw_cache;
+      (n == 1 ? raw1 : rawn).Add(raw.bytes, raw.seconds, raw.cpu_seconds, std::move(raw_run));
+      for (bool is_direct : {false, true}) {
+        const StreamRun& st = is_direct ? direct : relay;
+        nlohmann::json run = {{"streams", n},
+                              {"bytes", st.bytes},
+                              {"blocks", st.blocks},
+                              {"direct_blocks", st.direct_blocks},
+                              {"chunks", st.chunks},
+                              {"seconds", st.seconds},
+                              {"cpu_seconds", st.cpu_seconds},
+                              {"order", is_direct == relay_first ? 2 : 1}};
+        if (!hot) run["page_cache_before"] = is_direct ? direct_cache : relay_cache;
+        Series& series = is_direct ? (n == 1 ? direct1 : directn) : (n == 1 ? relay1 : relayn);
+        series.Add(st.bytes, st.seconds, st.cpu_seconds, std::move(run));
       }
-      r.Add(raw.bytes, raw.seconds, raw.cpu_seconds, std::move(raw_run));
-      s.Add(st.bytes, st.seconds, st.cpu_seconds, std::move(stream_run));
     }
   }
   const bool multi = args.streams > 1;
@@ -311,28 +346,44 @@ absl::StatusOr<Part> RunPart(const StreamArgs& args, const std::string& tier, in
   part.results["raw_tcp_1"] = raw1.ToJson(absl::StrCat(
       "1 loopback TCP connection: one writer thread send()s raw_buffer_bytes pieces ", source,
       ", one reader thread recv()s and counts them; no framing, no checksums"));
-  part.results["stream_1"] = stream1.ToJson(absl::StrCat(
-      "1 CoordinatorClient::StreamCache of the whole cache (client -> coordinator -> worker "
-      "ReadBlocks -> KvStore ",
-      hot ? "host tier" : "RocksDB tier, page cache evicted before each run",
-      "; every block's xxh64 verified by the client)"));
+  const std::string tier_what =
+      hot ? "host tier" : "RocksDB tier, page cache evicted before each run";
+  part.results["stream_relay_1"] = relay1.ToJson(absl::StrCat(
+      "1 CoordinatorClient::StreamCache of the whole cache over the relay (direct_streams = "
+      "false: client -> coordinator -> worker ReadBlocks -> KvStore ",
+      tier_what, "; every block's xxh64 verified by the client)"));
+  part.results["stream_direct_1"] = direct1.ToJson(absl::StrCat(
+      "1 CoordinatorClient::StreamCache of the whole cache, direct (the coordinator answers with "
+      "a plan and one ticket per shard; the client streams every shard from its worker's "
+      "StreamShard at once -> KvStore ",
+      tier_what, "; every block's xxh64 verified by the client)"));
+  const std::string n_str = absl::StrCat(args.streams);
   if (multi) {
-    part.results[absl::StrCat("raw_tcp_", args.streams)] = rawn.ToJson(absl::StrCat(
+    part.results["raw_tcp_" + n_str] = rawn.ToJson(absl::StrCat(
         args.streams, " loopback TCP connections at once, each copying the whole cache ", source));
-    part.results[absl::StrCat("stream_", args.streams)] = streamn.ToJson(absl::StrCat(
+    part.results["stream_relay_" + n_str] = relayn.ToJson(absl::StrCat(
         args.streams,
-        " CoordinatorClients (one connection each) streaming the same cache at once; total "
+        " relay CoordinatorClients (one connection each) streaming the same cache at once; total "
         "bytes / wall time"));
+    part.results["stream_direct_" + n_str] = directn.ToJson(absl::StrCat(
+        args.streams,
+        " direct CoordinatorClients streaming the same cache at once; total bytes / wall time"));
   }
-  const double ratio1 = MedianRatio(stream1.gbps, raw1.gbps);
-  const double ratio_n = MedianRatio(streamn.gbps, rawn.gbps);
-  part.ratios["stream_1_vs_raw_1"] = ratio1;
+  const double relay_ratio1 = MedianRatio(relay1.gbps, raw1.gbps);
+  const double direct_ratio1 = MedianRatio(direct1.gbps, raw1.gbps);
+  const double relay_ratio_n = MedianRatio(relayn.gbps, rawn.gbps);
+  const double direct_ratio_n = MedianRatio(directn.gbps, rawn.gbps);
+  part.ratios["direct_1_vs_raw_1"] = direct_ratio1;
+  part.ratios["relay_1_vs_raw_1"] = relay_ratio1;
+  part.ratios["direct_1_vs_relay_1"] = MedianRatio(direct1.gbps, relay1.gbps);
   if (multi) {
-    part.ratios[absl::StrCat("stream_", args.streams, "_vs_raw_", args.streams)] = ratio_n;
-    part.ratios[absl::StrCat("stream_", args.streams, "_vs_raw_1")] =
-        MedianRatio(streamn.gbps, raw1.gbps);
+    part.ratios["direct_" + n_str + "_vs_raw_" + n_str] = direct_ratio_n;
+    part.ratios["relay_" + n_str + "_vs_raw_" + n_str] = relay_ratio_n;
+    part.ratios["direct_" + n_str + "_vs_relay_" + n_str] = MedianRatio(directn.gbps, relayn.gbps);
+    part.ratios["direct_" + n_str + "_vs_raw_1"] = MedianRatio(directn.gbps, raw1.gbps);
   }
-  part.accept_ratio = multi ? ratio_n : ratio1;
+  part.accept_ratio = multi ? direct_ratio_n : direct_ratio1;
+  part.relay_ratio = multi ? relay_ratio_n : relay_ratio1;
   part.config = {
       {"layout",
        {{"shape", "qwen3-8b KV (36 layers, 8 KV heads, head_dim 128) unless overridden"},
@@ -367,12 +418,17 @@ absl::StatusOr<Part> RunPart(const StreamArgs& args, const std::string& tier, in
                          Fixed(s.cpu_s_per_gb.median()), ratio});
   };
   row("raw tcp, 1 conn", raw1, "1.00");
-  row("StreamCache, 1 stream", stream1, Fixed(ratio1));
+  row("StreamCache relay, 1 stream", relay1, Fixed(relay_ratio1));
+  row("StreamCache direct, 1 stream", direct1, Fixed(direct_ratio1));
   if (multi) {
     row(absl::StrCat("raw tcp, ", args.streams, " conns"), rawn, "1.00");
-    row(absl::StrCat("StreamCache, ", args.streams, " streams"), streamn, Fixed(ratio_n));
+    row(absl::StrCat("StreamCache relay, ", args.streams, " streams"), relayn,
+        Fixed(relay_ratio_n));
+    row(absl::StrCat("StreamCache direct, ", args.streams, " streams"), directn,
+        Fixed(direct_ratio_n));
   }
-  clients.clear();
+  relay_clients.clear();
+  direct_clients.clear();
   cluster.reset();
   return part;
 }
@@ -414,14 +470,19 @@ absl::Status Run(const StreamArgs& args, int* exit_code) {
        "127.0.0.1, KvStore in --dir) and the Coordinator service (RecordStore registry); the "
        "cache written straight into the workers' stores (shard record + BeginCache/WriteLayer/"
        "Commit) and registered READY; clients are the public CoordinatorClient, one channel "
-       "(and connection) each"},
+       "(and connection) each; relay clients set direct_streams = false, direct clients ask for "
+       "a direct plan and open one connection per shard to its worker"},
       {"units",
        "GB/s = 1e9 bytes/s of bf16 cache bytes; cpu_seconds_per_gb: user+sys CPU of "
        "the whole process (servers and clients) per GB moved"}};
-  nlohmann::json acceptance = {{"threshold", kAcceptRatio},
-                               {"streams", args.streams},
-                               {"what", absl::StrCat("stream_", args.streams, " / raw_tcp_",
-                                                     args.streams, " median GB/s ratio per tier")}};
+  nlohmann::json acceptance = {
+      {"threshold", kAcceptRatio},
+      {"streams", args.streams},
+      {"path", "direct"},
+      {"what", absl::StrCat("stream_direct_", args.streams, " / raw_tcp_", args.streams,
+                            " median GB/s ratio per tier (relay_ratio: "
+                            "the same for stream_relay_",
+                            args.streams, ")")}};
   bool all_ok = args.streams == 4;
   Table t({"path", "GB/s", "CPU s/GB", "vs raw same N"});
   for (Part& p : parts) {
@@ -433,7 +494,10 @@ absl::Status Run(const StreamArgs& args, int* exit_code) {
     report.results[p.tier] = p.results;
     report.ratios[p.tier] = p.ratios;
     const bool ok = p.accept_ratio >= kAcceptRatio;
-    acceptance[p.tier] = {{"num_tokens", p.tokens}, {"ratio", p.accept_ratio}, {"ok", ok}};
+    acceptance[p.tier] = {{"num_tokens", p.tokens},
+                          {"ratio", p.accept_ratio},
+                          {"relay_ratio", p.relay_ratio},
+                          {"ok", ok}};
     all_ok = all_ok && ok;
     for (auto& r : p.rows) t.AddRow(r);
   }
@@ -452,13 +516,15 @@ absl::Status Run(const StreamArgs& args, int* exit_code) {
   notes.push_back(absl::StrCat(device.logical_cores,
                                " logical cores: servers, clients and "
                                "the raw copy's threads share them"));
+  if (!args.note.empty()) notes.push_back(args.note);
   report.notes = notes;
 
   std::string table = t.ToString();
   for (const Part& p : parts) {
-    table += absl::StrCat("acceptance [", p.tier, "] (", args.streams, " streams >= ", kAcceptRatio,
+    table += absl::StrCat("acceptance [", p.tier, "] (", args.streams,
+                          " direct streams >= ", kAcceptRatio,
                           " x raw tcp): ", p.accept_ratio >= kAcceptRatio ? "PASS" : "FAIL", " (",
-                          Fixed(p.accept_ratio), ")\n");
+                          Fixed(p.accept_ratio), "; relay ", Fixed(p.relay_ratio), ")\n");
   }
   *exit_code = Publish(report, device, args.common, date, table);
   return absl::OkStatus();
@@ -498,6 +564,8 @@ CLI::App* AddStreamCommand(CLI::App& app, StreamArgs& args) {
   sub->add_option("--repeats", args.repeats, "measured runs (median reported)")
       ->capture_default_str();
   sub->add_option("--seed", args.seed, "seed of the synthetic K/V")->capture_default_str();
+  sub->add_option("--note", args.note,
+                  "a line for the JSON's notes (e.g. what else loaded the machine)");
   AddCommonFlags(*sub, args.common);
   return sub;
 }
