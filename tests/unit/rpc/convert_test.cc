@@ -73,7 +73,9 @@ TEST(Convert, OverridesApplyOntoBaseAndOnlySetFieldsChange) {
   Rng rng(seed);
   const engine::SelectionConfig base = engine::SelectionConfig::InfLlmV2();
   v1::SelectionOverrides o;
-  const int32_t topk = 32 + static_cast<int32_t>(rng.NextU64() % 32);
+  // A valid top-k: at least the blocks the config always keeps (init + local window + own).
+  const int32_t forced = base.init_blocks + static_cast<int32_t>(base.local_blocks()) + 1;
+  const int32_t topk = forced + static_cast<int32_t>(rng.NextU64() % 32);
   o.set_topk(topk);
   o.set_dense_below(1 + static_cast<int64_t>(rng.NextU64() % 100000));
   auto c = ApplySelectionOverrides(o, base);
