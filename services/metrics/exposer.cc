@@ -227,8 +227,8 @@ void MetricsExposer::Loop() {
           continue;
         }
         if (n > 0) c.in.append(buf, static_cast<size_t>(n));
-        const size_t end =
-            c.in.find("\r\n\r\n") != std::string::npos ? c.in.find("\r\n\r\n") : c.in.find("\n\n");
+        size_t end = c.in.find("\r\n\r\n");
+        if (end == std::string::npos) end = c.in.find("\n\n");  // bare-LF clients
         if (end != std::string::npos && end < limits_.max_request_bytes) {
           bool scrape = false;
           c.out = Render(c.in, &scrape);
