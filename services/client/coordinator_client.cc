@@ -9,6 +9,7 @@
 #include "services/common/auth_channel.h"
 #include "services/rpc/convert.h"
 #include "services/rpc/kv_chunk.h"
+#include "services/rpc/kv_chunk_frame.h"
 #include "services/rpc/status.h"
 #include "sparsefill/common/status.h"
 #include "sparsefill/v1/coordinator.grpc.pb.h"
@@ -17,6 +18,7 @@ namespace sparsefill::client {
 namespace {
 
 namespace v1 = ::sparsefill::v1;
+using client_internal::OpenByteStream;
 using client_internal::PrepareContext;
 using client_internal::ReadStream;
 
@@ -155,6 +157,11 @@ struct CoordinatorClient::Impl {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::Coordinator::Stub> stub;
 
+  std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> OpenFetchBlocks(
+      grpc::ClientContext* ctx, const v1::FetchBlocksRequest& req) {
+    return OpenByteStream(channel.get(), "/sparsefill.v1.Coordinator/FetchBlocks", ctx, req);
+  }
+
   std::chrono::milliseconds Timeout(const CallOptions& call) const {
     return call.timeout.count() > 0 ? call.timeout : options.default_timeout;
   }
@@ -168,34 +175,40 @@ struct CoordinatorClient::Impl {
                                          const ChunkCallback& on_chunk,
                                          std::optional<v1::DirectStreamPlan>* plan = nullptr) {
     StreamStats stats;
-    std::unique_ptr<grpc::ClientReader<v1::KvChunk>> reader = open(ctx);
-    const absl::Status status = ReadStream(ctx, reader.get(), [&](v1::KvChunk& p) -> absl::Status {
-      if (p.has_direct_plan()) {
-        if (plan == nullptr || plan->has_value() || stats.chunks > 0) {
-          return absl::DataLossError("malformed reply: a direct plan where none can come");
-        }
-        *plan = std::move(*p.mutable_direct_plan());
-        return absl::OkStatus();
-      }
-      if (plan != nullptr && plan->has_value()) {
-        return absl::DataLossError("malformed reply: chunks after a direct plan");
-      }
-      SF_RETURN_IF_ERROR(rpc::VerifyKvChunk(p, id, layout));
-      ++stats.chunks;
-      stats.blocks += p.num_blocks();
-      stats.bytes += p.data().size();
-      return Deliver(p, id, on_chunk);
-    });
+    std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader = open(ctx);
+    // Replies read as received: each chunk's data is checked and handed on from gRPC's slices.
+    rpc::KvChunkFrame frame;
+    const absl::Status status =
+        ReadStream(ctx, reader.get(), [&](grpc::ByteBuffer& m) -> absl::Status {
+          SF_RETURN_IF_ERROR(frame.Parse(&m));
+          v1::KvChunk& p = *frame.mutable_header();
+          if (p.has_direct_plan()) {
+            if (plan == nullptr || plan->has_value() || stats.chunks > 0) {
+              return absl::DataLossError("malformed reply: a direct plan where none can come");
+            }
+            *plan = std::move(*p.mutable_direct_plan());
+            return absl::OkStatus();
+          }
+          if (plan != nullptr && plan->has_value()) {
+            return absl::DataLossError("malformed reply: chunks after a direct plan");
+          }
+          SF_RETURN_IF_ERROR(rpc::VerifyKvChunkFrame(frame, id, layout));
+          ++stats.chunks;
+          stats.blocks += p.num_blocks();
+          stats.bytes += frame.data_size();
+          return Deliver(frame, id, on_chunk);
+        });
     if (!status.ok()) {
       return absl::Status(status.code(), absl::StrCat(AsAbsl(method), ": ", status.message()));
     }
     return stats;
   }
 
-  // A checked chunk as the caller sees it.
-  static absl::Status Deliver(const v1::KvChunk& p, const kvstore::CacheId& id,
+  // A checked chunk as the caller sees it. Its data is made contiguous only for a callback.
+  static absl::Status Deliver(rpc::KvChunkFrame& frame, const kvstore::CacheId& id,
                               const ChunkCallback& on_chunk) {
     if (!on_chunk) return absl::OkStatus();
+    const v1::KvChunk& p = frame.header();
     KvChunk chunk;
     chunk.cache = id;
     chunk.layer = p.layer();
@@ -207,7 +220,7 @@ struct CoordinatorClient::Impl {
     }
     chunk.hot = p.hot();
     chunk.xxh64.assign(p.xxh64().begin(), p.xxh64().end());
-    chunk.data = p.data();  // a view: valid during the callback
+    chunk.data = frame.ContiguousData();  // a view: valid during the callback
     return on_chunk(chunk);
   }
 
@@ -224,7 +237,7 @@ struct CoordinatorClient::Impl {
     client_internal::DirectStreamOutcome outcome;
     const absl::Status s = client_internal::StreamDirect(
         plan, direct, id, layout, hot_only, deadline,
-        [&](v1::KvChunk& p) { return Deliver(p, id, on_chunk); }, &outcome);
+        [&](rpc::KvChunkFrame& f) { return Deliver(f, id, on_chunk); }, &outcome);
     if (!s.ok()) return absl::Status(s.code(), absl::StrCat("StreamCache: ", s.message()));
     StreamStats stats;
     stats.chunks = outcome.chunks;
@@ -242,7 +255,7 @@ struct CoordinatorClient::Impl {
     ctx.set_deadline(deadline);
     absl::StatusOr<StreamStats> relayed = ReadChunks(
         "StreamCache", &ctx, id, layout,
-        [&](grpc::ClientContext* c) { return stub->FetchBlocks(c, req); }, on_chunk);
+        [&](grpc::ClientContext* c) { return OpenFetchBlocks(c, req); }, on_chunk);
     if (!relayed.ok()) {
       return absl::Status(
           relayed.status().code(),
@@ -361,7 +374,11 @@ absl::StatusOr<StreamStats> CoordinatorClient::StreamCache(const kvstore::CacheI
   std::optional<v1::DirectStreamPlan> plan;
   absl::StatusOr<StreamStats> relayed = impl_->ReadChunks(
       "StreamCache", &ctx, id, *layout,
-      [&](grpc::ClientContext* c) { return impl_->stub->StreamCache(c, req); }, on_chunk, &plan);
+      [&](grpc::ClientContext* c) {
+        return OpenByteStream(impl_->channel.get(), "/sparsefill.v1.Coordinator/StreamCache", c,
+                              req);
+      },
+      on_chunk, &plan);
   if (!relayed.ok() || !plan.has_value()) return relayed;
   return impl_->StreamDirect(id, *layout, *plan, hot_only, deadline, on_chunk);
 }
@@ -394,7 +411,7 @@ absl::StatusOr<StreamStats> CoordinatorClient::FetchBlocks(const kvstore::CacheI
   ctx.set_deadline(deadline);
   return impl_->ReadChunks(
       "FetchBlocks", &ctx, id, *layout,
-      [&](grpc::ClientContext* c) { return impl_->stub->FetchBlocks(c, req); }, on_chunk);
+      [&](grpc::ClientContext* c) { return impl_->OpenFetchBlocks(c, req); }, on_chunk);
 }
 
 absl::Status CoordinatorClient::DeleteCache(const kvstore::CacheId& id, const CallOptions& call) {

@@ -12,8 +12,9 @@
 #include "services/common/auth_channel.h"
 #include "services/rpc/convert.h"
 #include "services/rpc/kv_chunk.h"
+#include "services/rpc/kv_chunk_frame.h"
 #include "sparsefill/common/status.h"
-#include "sparsefill/v1/worker.grpc.pb.h"
+#include "sparsefill/v1/worker.pb.h"
 
 namespace sparsefill::client_internal {
 namespace {
@@ -127,7 +128,7 @@ absl::Status CheckDirectPlan(const v1::DirectStreamPlan& plan, const kvstore::Ca
 absl::Status StreamDirect(const v1::DirectStreamPlan& plan, const DirectStreamOptions& options,
                           const kvstore::CacheId& id, const kvstore::CacheLayout& layout,
                           bool hot_only, rpc::Deadline deadline,
-                          const std::function<absl::Status(v1::KvChunk&)>& deliver,
+                          const std::function<absl::Status(rpc::KvChunkFrame&)>& deliver,
                           DirectStreamOutcome* out) {
   SF_RETURN_IF_ERROR(CheckDirectPlan(plan, layout));
   const size_t n = static_cast<size_t>(plan.shards_size());
@@ -171,29 +172,32 @@ absl::Status StreamDirect(const v1::DirectStreamPlan& plan, const DirectStreamOp
       shard.status = channel.status();
       return;
     }
-    std::unique_ptr<v1::Worker::Stub> stub = v1::Worker::NewStub(*channel);
     v1::StreamShardRequest req;
     req.set_ticket(d.ticket());
     req.set_cache_id(id_bytes);
     req.set_hot_only(hot_only);
-    std::unique_ptr<grpc::ClientReader<v1::KvChunk>> reader =
-        stub->StreamShard(shard.ctx.get(), req);
-    shard.status = ReadStream(shard.ctx.get(), reader.get(), [&](v1::KvChunk& c) -> absl::Status {
-      absl::Status s = rpc::VerifyKvChunk(c, id, layout);
-      std::lock_guard<std::mutex> lock(mu);
-      if (stopped) return absl::CancelledError("another shard's stream failed");
-      if (s.ok()) s = shard.received->Mark(c, d.address());
-      if (s.ok()) s = deliver(c);
-      if (!s.ok()) {
-        shard.fatal = true;
-        stop_all();
-        return s;
-      }
-      ++out->chunks;
-      out->blocks += c.num_blocks();
-      out->bytes += c.data().size();
-      return absl::OkStatus();
-    });
+    // Replies read as received: the chunk's data is checked and handed on from gRPC's slices.
+    std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader =
+        OpenByteStream(channel->get(), "/sparsefill.v1.Worker/StreamShard", shard.ctx.get(), req);
+    rpc::KvChunkFrame frame;
+    shard.status =
+        ReadStream(shard.ctx.get(), reader.get(), [&](grpc::ByteBuffer& m) -> absl::Status {
+          absl::Status s = frame.Parse(&m);
+          if (s.ok()) s = rpc::VerifyKvChunkFrame(frame, id, layout);
+          std::lock_guard<std::mutex> lock(mu);
+          if (stopped) return absl::CancelledError("another shard's stream failed");
+          if (s.ok()) s = shard.received->Mark(frame.header(), d.address());
+          if (s.ok()) s = deliver(frame);
+          if (!s.ok()) {
+            shard.fatal = true;
+            stop_all();
+            return s;
+          }
+          ++out->chunks;
+          out->blocks += frame.header().num_blocks();
+          out->bytes += frame.data_size();
+          return absl::OkStatus();
+        });
   };
   std::vector<std::thread> threads;
   for (size_t i = 1; i < n; ++i) threads.emplace_back(run, i);

@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "services/common/auth_tls.h"
 #include "services/rpc/deadline.h"
+#include "services/rpc/kv_chunk_frame.h"
 #include "sparsefill/kvstore/layout.h"
 #include "sparsefill/v1/common.pb.h"
 #include "sparsefill/v1/coordinator.pb.h"
@@ -38,14 +39,15 @@ struct DirectStreamOutcome {
 // Checks that `plan` covers the cache's blocks once, shard after shard; DATA_LOSS otherwise.
 absl::Status CheckDirectPlan(const v1::DirectStreamPlan& plan, const kvstore::CacheLayout& layout);
 
-// Streams every shard of `plan` (checked) until `deadline`. `deliver` gets each verified chunk,
-// serialized (never two at once); its error cancels every stream and is returned, as is a
-// chunk that fails verification or lies outside its shard (DATA_LOSS) and a deadline that
-// passes (DEADLINE_EXCEEDED). Otherwise OK with the failed shards' missing blocks in `out`.
+// Streams every shard of `plan` (checked) until `deadline`. `deliver` gets each verified chunk
+// as received (rpc::KvChunkFrame: its data still in gRPC's slices), serialized (never two at
+// once); its error cancels every stream and is returned, as is a chunk that fails verification
+// or lies outside its shard (DATA_LOSS) and a deadline that passes (DEADLINE_EXCEEDED).
+// Otherwise OK with the failed shards' missing blocks in `out`.
 absl::Status StreamDirect(const v1::DirectStreamPlan& plan, const DirectStreamOptions& options,
                           const kvstore::CacheId& id, const kvstore::CacheLayout& layout,
                           bool hot_only, rpc::Deadline deadline,
-                          const std::function<absl::Status(v1::KvChunk&)>& deliver,
+                          const std::function<absl::Status(rpc::KvChunkFrame&)>& deliver,
                           DirectStreamOutcome* out);
 
 }  // namespace sparsefill::client_internal

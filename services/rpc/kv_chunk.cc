@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+// XXH64_state_t as a complete type, for the streamed hash of a block that spans pieces.
+#define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
 
 #include "absl/strings/str_cat.h"
@@ -36,6 +38,13 @@ void AppendBlock(v1::KvChunk* chunk, std::string_view block_bytes) {
 
 absl::Status VerifyKvChunk(const v1::KvChunk& chunk, const kvstore::CacheId& cache,
                            const kvstore::CacheLayout& layout) {
+  const std::string_view data = chunk.data();
+  return VerifyKvChunkPieces(chunk, std::span<const std::string_view>(&data, 1), cache, layout);
+}
+
+absl::Status VerifyKvChunkPieces(const v1::KvChunk& chunk, std::span<const std::string_view> data,
+                                 const kvstore::CacheId& cache,
+                                 const kvstore::CacheLayout& layout) {
   absl::StatusOr<kvstore::CacheId> id = CacheIdFromBytes(chunk.cache_id());
   if (!id.ok()) return Malformed(cache, std::string(id.status().message()));
   if (*id != cache) {
@@ -63,16 +72,36 @@ absl::Status VerifyKvChunk(const v1::KvChunk& chunk, const kvstore::CacheId& cac
   for (int32_t i = 0; i < chunk.num_blocks(); ++i) {
     expected_bytes += LayoutBlockBytes(layout, chunk.first_block() + i);
   }
-  if (chunk.data().size() != expected_bytes) {
-    return Malformed(
-        cache, absl::StrCat(chunk.data().size(), " data bytes, the blocks hold ", expected_bytes));
+  uint64_t data_bytes = 0;
+  for (std::string_view piece : data) data_bytes += piece.size();
+  if (data_bytes != expected_bytes) {
+    return Malformed(cache,
+                     absl::StrCat(data_bytes, " data bytes, the blocks hold ", expected_bytes));
   }
-  std::string_view data = chunk.data();
+  // Each block hashed where it lies: in one call when it sits inside one piece (the usual case),
+  // else streamed across the pieces it spans.
+  size_t piece = 0;
+  std::string_view rest = data.empty() ? std::string_view() : data[0];
+  XXH64_state_t state;
   for (int32_t i = 0; i < chunk.num_blocks(); ++i) {
     const int64_t block = chunk.first_block() + i;
-    const uint64_t n = LayoutBlockBytes(layout, block);
-    const uint64_t got = Xxh64(data.substr(0, n));
-    data.remove_prefix(n);
+    uint64_t n = LayoutBlockBytes(layout, block);
+    while (rest.empty() && piece + 1 < data.size()) rest = data[++piece];
+    uint64_t got;
+    if (n <= rest.size()) {
+      got = Xxh64(rest.substr(0, n));
+      rest.remove_prefix(n);
+    } else {
+      XXH64_reset(&state, 0);
+      while (n > 0) {
+        while (rest.empty()) rest = data[++piece];  // the sizes add up: the pieces hold n more
+        const size_t take = static_cast<size_t>(std::min<uint64_t>(n, rest.size()));
+        XXH64_update(&state, rest.data(), take);
+        rest.remove_prefix(take);
+        n -= take;
+      }
+      got = XXH64_digest(&state);
+    }
     if (got != chunk.xxh64(i)) {
       return absl::DataLossError(absl::StrCat("checksum mismatch: cache ", CacheIdHex(cache),
                                               " layer ", chunk.layer(), " head ", chunk.kv_head(),

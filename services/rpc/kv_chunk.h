@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string_view>
 
 #include "absl/status/status.h"
@@ -27,5 +28,12 @@ void AppendBlock(::sparsefill::v1::KvChunk* chunk, std::string_view block_bytes)
 // and block when a checksum does not match or the chunk is malformed.
 absl::Status VerifyKvChunk(const ::sparsefill::v1::KvChunk& chunk, const kvstore::CacheId& cache,
                            const kvstore::CacheLayout& layout);
+
+// VerifyKvChunk for a chunk whose data is not in `header` (its data field is ignored) but in
+// `data`: pieces that, one after the other, hold the data field's bytes (blocks may span pieces),
+// e.g. the slices gRPC received it in (KvChunkFrame). The same checks and errors.
+absl::Status VerifyKvChunkPieces(const ::sparsefill::v1::KvChunk& header,
+                                 std::span<const std::string_view> data,
+                                 const kvstore::CacheId& cache, const kvstore::CacheLayout& layout);
 
 }  // namespace sparsefill::rpc

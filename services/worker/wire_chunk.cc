@@ -21,7 +21,7 @@ void AppendVarint(std::string* out, uint64_t v) {
 
 }  // namespace
 
-grpc::ByteBuffer WireKvChunk(const v1::KvChunk& header, std::string&& data) {
+grpc::ByteBuffer WireKvChunk(const v1::KvChunk& header, ChunkBuffer&& data) {
   std::string head = header.SerializeAsString();
   head.push_back(static_cast<char>(kDataKey));
   AppendVarint(&head, data.size());
@@ -29,11 +29,11 @@ grpc::ByteBuffer WireKvChunk(const v1::KvChunk& header, std::string&& data) {
     grpc::Slice only(head);
     return grpc::ByteBuffer(&only, 1);
   }
-  auto* owned = new std::string(std::move(data));
+  auto* owned = new ChunkBuffer(std::move(data));
   grpc::Slice slices[2] = {grpc::Slice(head),
                            grpc::Slice(
                                owned->data(), owned->size(),
-                               [](void* p) { delete static_cast<std::string*>(p); }, owned)};
+                               [](void* p) { delete static_cast<ChunkBuffer*>(p); }, owned)};
   return grpc::ByteBuffer(slices, 2);
 }
 

@@ -389,7 +389,8 @@ absl::Status Worker::ReadBlocks(const kvstore::CacheId& id, std::span<const Bloc
       if (chunk.run.num_blocks == 0) return absl::OkStatus();
       // One batched read per chunk: the disk tier fetches its blocks together. (An announced
       // cold run has no keys: nothing is read.)
-      chunk.data.resize(chunk_size);
+      // Every byte is written by the store (or the read fails and the chunk is dropped).
+      chunk.data = chunk_buffers_->Take(chunk_size);
       std::vector<std::span<uint8_t>> outs;
       outs.reserve(sizes.size());
       size_t at = 0;
@@ -401,7 +402,7 @@ absl::Status Worker::ReadBlocks(const kvstore::CacheId& id, std::span<const Bloc
       SF_RETURN_IF_ERROR(emit(chunk));
       chunk.run.num_blocks = 0;
       chunk.checksums.clear();
-      chunk.data.clear();
+      chunk.data = ChunkBuffer();
       keys.clear();
       sizes.clear();
       chunk_size = 0;

@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "services/worker/chunk_buffer.h"
 #include "services/worker/job_mailbox.h"
 #include "services/worker/shard_store.h"
 #include "sparsefill/common/clock.h"
@@ -145,7 +146,7 @@ struct BlockChunk {
   kvstore::Tier tier = kvstore::Tier::kDisk;
   bool hot = false;
   std::vector<uint64_t> checksums;  // one xxh64 per block, from the manifest
-  std::string data;                 // the blocks' bytes, K then V per block
+  ChunkBuffer data;                 // the blocks' bytes, K then V per block
 };
 
 struct ModelInfo {
@@ -210,6 +211,9 @@ class Worker {
   std::unique_ptr<kvstore::KvStore> store_;
   std::unique_ptr<ShardRecords> records_;
   PeerMailbox mailbox_;
+  // ReadBlocks' chunk buffers, reused across chunks and streams.
+  std::shared_ptr<ChunkBufferPool> chunk_buffers_ =
+      ChunkBufferPool::Create(ChunkBufferPool::Options{});
   std::mutex running_mu_;
   std::set<kvstore::CacheId> running_;  // jobs in ExecuteShard here (their records are kept)
 };

@@ -7,10 +7,13 @@
 //   block size 1+%16, tokens 1+byte (1..256); byte 6 bit 0: recompute every block's xxh64 from
 //   the data (so mutations reach reassembly), bit 1: give each chunk the stream's cache id.
 //   Then records: 2-byte little-endian length + a serialized sparsefill.v1.KvChunk.
-// Invariants: VerifyKvChunk accepts exactly the chunks a plain re-statement of the rules
-// accepts (errors are DATA_LOSS); the assembler takes every verified chunk whose blocks are
-// new, refuses repeats, never accepts a chunk VerifyKvChunk refuses, and places each block's
-// K and V rows where the layout says; CheckComplete is OK exactly when every block came.
+// Invariants: the client library's reader (rpc::KvChunkFrame, which leaves the data where it was
+// received) accepts a record exactly when protobuf parses it (but for groups, which no KvChunk
+// has, and tags over 32 bits), reads the same fields and gets the same verdict; VerifyKvChunk
+// accepts exactly the chunks a plain re-statement of the rules accepts (errors are DATA_LOSS); the
+// assembler takes every verified chunk whose blocks are new, refuses repeats, never accepts a chunk
+// VerifyKvChunk refuses, and places each block's K and V rows where the layout says; CheckComplete
+// is OK exactly when every block came.
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -19,6 +22,7 @@
 #include "google/protobuf/stubs/logging.h"
 #include "services/rpc/convert.h"
 #include "services/rpc/kv_chunk.h"
+#include "services/rpc/kv_chunk_frame.h"
 #include "sparsefill/client/types.h"
 #include "sparsefill/common/dtype.h"
 #include "sparsefill/kvstore/layout.h"
@@ -103,6 +107,35 @@ float Element(const char* p, DType t, size_t i) {
 
 bool SameFloat(float a, float b) { return std::memcmp(&a, &b, 4) == 0; }
 
+// One record as the client's stream reader parses it, against protobuf's parse of it.
+void CheckFrame(std::string_view bytes, bool parsed, const v1::KvChunk& chunk,
+                const CacheLayout& l) {
+  sparsefill::rpc::KvChunkFrame frame;
+  const absl::Status s = frame.ParseBytes(bytes);
+  if (!s.ok()) {
+    SF_FUZZ_CHECK(s.code() == absl::StatusCode::kDataLoss, "frame code %d",
+                  static_cast<int>(s.code()));
+    // The frame is stricter in two ways only: groups, and tags over 32 bits (protobuf keeps
+    // their low bits).
+    SF_FUZZ_CHECK(!parsed || s.message().find("group") != std::string_view::npos ||
+                      s.message().find("wider than 32 bits") != std::string_view::npos,
+                  "protobuf parses what the frame refuses: %s", std::string(s.message()).c_str());
+    return;
+  }
+  SF_FUZZ_CHECK(parsed, "the frame parses what protobuf refuses");
+  v1::KvChunk got = frame.header();
+  SF_FUZZ_CHECK(got.data().empty(), "the frame's header holds data");
+  SF_FUZZ_CHECK(frame.data_size() == chunk.data().size(), "data of %zu bytes, protobuf %zu",
+                frame.data_size(), chunk.data().size());
+  got.set_data(std::string(frame.ContiguousData()));
+  SF_FUZZ_CHECK(got.SerializeAsString() == chunk.SerializeAsString(),
+                "the frame reads other fields than protobuf");
+  const absl::Status mine = sparsefill::rpc::VerifyKvChunkFrame(frame, kCache, l);
+  const absl::Status theirs = sparsefill::rpc::VerifyKvChunk(chunk, kCache, l);
+  SF_FUZZ_CHECK(mine == theirs, "VerifyKvChunkFrame: %s, VerifyKvChunk: %s",
+                std::string(mine.message()).c_str(), std::string(theirs.message()).c_str());
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -138,6 +171,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (n > size - pos) break;
     v1::KvChunk chunk;
     const bool parsed = chunk.ParseFromArray(data + pos, static_cast<int>(n));
+    CheckFrame(std::string_view(reinterpret_cast<const char*>(data + pos), n), parsed, chunk, l);
     pos += n;
     if (!parsed) continue;
     if (fix_cache_id) chunk.set_cache_id(sparsefill::rpc::CacheIdToBytes(kCache));

@@ -159,6 +159,8 @@ struct KvChunk {
   std::optional<kvstore::Tier> tier;  // where the server read the blocks from, when it said
   bool hot = false;
   std::vector<uint64_t> xxh64;  // one per block, already checked
+  // Valid during the callback only: the bytes as gRPC received them when they lie in one piece,
+  // else one copy in a buffer the stream reuses (checksums are verified on the received bytes).
   std::string_view data;
 };
 

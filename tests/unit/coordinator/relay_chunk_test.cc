@@ -4,6 +4,8 @@
 // losing it, and refuse bytes that are not a KvChunk.
 #include "services/coordinator/relay_chunk.h"
 
+#include <cstring>
+
 #include <grpcpp/support/slice.h>
 
 #include "google/protobuf/util/message_differencer.h"
@@ -58,13 +60,15 @@ TEST(RelayChunkTest, ScanReadsWhatAParseReadsInEveryWireForm) {
   const uint64_t seed = sparsefill::testing::FreshSeed();
   SCOPED_TRACE(::testing::Message() << "seed " << seed);
   Rng rng(seed);
+  auto pool = worker::ChunkBufferPool::Create({});
   for (int i = 0; i < 6; ++i) {
     const v1::KvChunk want = RandomChunk(rng);
     {
       SCOPED_TRACE("the worker's wire form (header slice + data slice)");
       v1::KvChunk header = want;
       header.clear_data();
-      std::string data = want.data();
+      worker::ChunkBuffer data = pool->Take(want.data().size());
+      std::memcpy(data.data(), want.data().data(), data.size());
       auto got = ScanKvChunk(worker::WireKvChunk(header, std::move(data)));
       ASSERT_TRUE(got.ok()) << got.status();
       ExpectSameAsParse(*got, want);
