@@ -68,6 +68,60 @@ __device__ __forceinline__ SeqView ResolveSeq(const FlashParams& p, int seq) {
   return {qb, qe - qb, kb, ke - kb, (ke - kb) - (qe - qb), ok};
 }
 
+// The query rows of a CTA (every flash kernel's grid): blockIdx.x = query tile, taken in reverse
+// so that the later tiles, which see more keys, start first and the grid's tail is short;
+// blockIdx.y = sequence; blockIdx.z = KV head.
+struct CtaQueries {
+  SeqView s;
+  int hk;         // KV head
+  int tok0;       // first token of the tile, relative to the sequence's queries
+  int ntok;       // tokens in the tile (<= tokens_per_cta)
+  int first_pos;  // position of token tok0
+  int last_pos;   // position of the tile's last token
+};
+
+// False when the CTA has nothing to do: malformed offsets, or a tile past its sequence's queries.
+__device__ __forceinline__ bool ResolveCta(const FlashParams& p, CtaQueries* c) {
+  c->s = ResolveSeq(p, blockIdx.y);
+  if (!c->s.ok) return false;
+  c->hk = blockIdx.z;
+  c->tok0 = static_cast<int>(gridDim.x - 1 - blockIdx.x) * p.tokens_per_cta;
+  if (c->tok0 >= c->s.q_len) return false;
+  c->ntok = min(p.tokens_per_cta, c->s.q_len - c->tok0);
+  c->first_pos = c->s.q_pos0 + c->tok0;
+  c->last_pos = c->first_pos + c->ntok - 1;
+  return true;
+}
+
+// Normalises and stores output row `row` of a CTA (token row / G, query head hk * G + row % G),
+// held by a quad of lanes in the tensor-core accumulator layout: acc(nt, e) is column
+// 8 nt + 2 (lane % 4) + e, and partial_sum this lane's share of the row's softmax sum. Rows past
+// the CTA's tokens store nothing; a row whose softmax saw no key gets 0 and LSE -inf. Every lane
+// of the warp calls it (the quad's sums are shuffled).
+template <int kD, class Acc>
+__device__ __forceinline__ void StoreRow(const FlashParams& p, const CtaQueries& c, int row,
+                                         float partial_sum, float row_max_log2, Acc acc) {
+  float l = partial_sum;
+  l += __shfl_xor_sync(0xffffffffu, l, 1);
+  l += __shfl_xor_sync(0xffffffffu, l, 2);
+  const int t = row / p.group, h = row % p.group;
+  if (t >= c.ntok) return;
+  const int lane = threadIdx.x % 32;
+  const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+  const int64_t token = c.s.q_begin + c.tok0 + t;
+  const int head = c.hk * p.group + h;
+  __nv_bfloat16* dst =
+      p.out + token * (static_cast<int64_t>(p.q_heads) * kD) + head * kD + (lane % 4) * 2;
+#pragma unroll
+  for (int nt = 0; nt < kD / 8; ++nt) {
+    *reinterpret_cast<uint32_t*>(dst + nt * 8) = PackBf16(acc(nt, 0) * inv, acc(nt, 1) * inv);
+  }
+  if (p.lse != nullptr && lane % 4 == 0) {
+    p.lse[static_cast<int64_t>(head) * p.total_q + token] =
+        l > 0.0f ? (row_max_log2 + __log2f(l)) * 0.69314718055994531f : -__int_as_float(0x7f800000);
+  }
+}
+
 // kN keys per tile: 64, or 32 where 128 rows x d = 128 would not fit in registers.
 template <int kD, int kMTiles, int kN>
 struct FlashTile {
@@ -119,9 +173,10 @@ struct FlashTile {
 
   // Issues the Q tile's loads (not committed) and sets up the per-row state. Rows past the
   // tokens of this CTA are zero and see no key.
-  __device__ __forceinline__ void Begin(const FlashParams& p, const SeqView& s, int hk, int tok0,
-                                        int ntok) {
-    first_pos = s.q_pos0 + tok0;
+  __device__ __forceinline__ void Begin(const FlashParams& p, const CtaQueries& c) {
+    const SeqView& s = c.s;
+    const int hk = c.hk, tok0 = c.tok0, ntok = c.ntok;
+    first_pos = c.first_pos;
     all_tokens = ntok >= 64 ? ~0ull : (1ull << ntok) - 1;
     const int64_t q_stride = static_cast<int64_t>(p.q_heads) * kD;
     for (int idx = tid; idx < kRows * kChunks; idx += kThreads) {
@@ -311,34 +366,13 @@ struct FlashTile {
   }
 
   // Normalises and stores this CTA's rows; rows whose softmax saw no key get 0 and LSE -inf.
-  __device__ __forceinline__ void Finish(const FlashParams& p, const SeqView& s, int hk, int tok0,
-                                         int ntok) {
-    const int64_t q_stride = static_cast<int64_t>(p.q_heads) * kD;
+  __device__ __forceinline__ void Finish(const FlashParams& p, const CtaQueries& c) {
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) {
-        float l = row_sum[mt][hf];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        const int r = RowOf(warp, lane, mt, hf);
-        const int t = r / p.group, h = r % p.group;
-        if (t >= ntok) continue;
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        const int64_t token = s.q_begin + tok0 + t;
-        const int head = hk * p.group + h;
-        __nv_bfloat16* dst = p.out + token * q_stride + head * kD + (lane % 4) * 2;
-#pragma unroll
-        for (int nt = 0; nt < kDTiles; ++nt) {
-          const uint32_t packed =
-              PackBf16(acc[mt][nt][2 * hf] * inv, acc[mt][nt][2 * hf + 1] * inv);
-          *reinterpret_cast<uint32_t*>(dst + nt * 8) = packed;
-        }
-        if (p.lse != nullptr && lane % 4 == 0) {
-          p.lse[static_cast<int64_t>(head) * p.total_q + token] =
-              l > 0.0f ? (row_max[mt][hf] + __log2f(l)) * 0.69314718055994531f
-                       : -__int_as_float(0x7f800000);
-        }
+        StoreRow<kD>(p, c, RowOf(warp, lane, mt, hf), row_sum[mt][hf], row_max[mt][hf],
+                     [&](int nt, int e) { return acc[mt][nt][2 * hf + e]; });
       }
     }
   }

@@ -91,6 +91,34 @@ __device__ __forceinline__ void BarWait(uint32_t bar, uint32_t parity) {
       : "memory");
 }
 
+// TMA (cp.async.bulk.tensor): one thread copies a box of a global tensor, described by a
+// CUtensorMap the host encoded (with the 128-byte swizzle: the box lands as Sw128 panels), into
+// shared memory and credits its bytes to an mbarrier's transaction count. Rows outside the
+// tensor arrive as zeros and still count.
+__device__ __forceinline__ void BarArriveExpectTx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void PrefetchTensorMap(const void* map) {
+  asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
+}
+__device__ __forceinline__ void TmaLoad2D(uint32_t dst, const void* map, int c0, int c1,
+                                          uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, "
+      "%3}], [%4];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void TmaLoad3D(uint32_t dst, const void* map, int c0, int c1, int c2,
+                                          uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, "
+      "%3, %4}], [%5];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+      : "memory");
+}
+
 // The wgmma instructions the attention kernels use (operand lists written out: PTX takes every
 // accumulator register by name). Accumulator i of a thread holds row 16 * (warp % 4) + lane / 4
 // + 8 * ((i / 2) % 2) and column 8 * (i / 4) + 2 * (lane % 4) + i % 2 of the m64 tile.

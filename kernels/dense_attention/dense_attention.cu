@@ -1,6 +1,9 @@
 // LaunchDenseAttention / LaunchVarlenDenseAttention: check, pick the engine (mma.sync, or
 // Hopper's wgmma kernel) and the tile shape, launch.
+#include <atomic>
 #include <cstdint>
+#include <string_view>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -43,10 +46,15 @@ absl::Status LaunchDenseMma(const char* op, const cuda::flash::FlashParams& f, i
 // On: the wgmma kernels passed gpu_attention_test and memcheck on an H100 and timed 0.91x the
 // mma.sync kernel at 128K in the same bench attention run (451 vs 497 ms; SDPA 255 ms).
 constexpr bool kAutoPicksWgmma = true;
+// Whether kAuto's wgmma engine loads by TMA (kWgmmaTma) rather than cp.async (kWgmma).
+constexpr bool kAutoPicksTma = false;
+
+std::atomic<DenseEngine> g_auto_engine{DenseEngine::kAuto};
 
 absl::Status LaunchDense(const char* op, DenseEngine engine, const cuda::flash::FlashParams& f,
                          int head_dim, int num_seqs, int64_t max_q, cudaStream_t stream) {
   using cuda::flash::WgmmaSchedule;
+  if (engine == DenseEngine::kAuto) engine = g_auto_engine.load(std::memory_order_relaxed);
   if (engine == DenseEngine::kMmaSync || (engine == DenseEngine::kAuto && !kAutoPicksWgmma)) {
     return LaunchDenseMma(op, f, head_dim, num_seqs, max_q, stream);
   }
@@ -57,13 +65,44 @@ absl::Status LaunchDense(const char* op, DenseEngine engine, const cuda::flash::
     return absl::FailedPreconditionError(
         absl::StrCat(op, ": the wgmma engine needs a compute capability 9.0 device"));
   }
+  using cuda::flash::WgmmaLoads;
   WgmmaSchedule schedule = WgmmaSchedule::kOverlap;
   if (engine == DenseEngine::kWgmmaSerial) schedule = WgmmaSchedule::kSerial;
-  if (engine == DenseEngine::kWgmmaPingPong) schedule = WgmmaSchedule::kPingPong;
-  return cuda::flash::LaunchDenseWgmma(op, schedule, f, head_dim, num_seqs, max_q, stream);
+  if (engine == DenseEngine::kWgmmaPingPong || engine == DenseEngine::kWgmmaTmaPingPong) {
+    schedule = WgmmaSchedule::kPingPong;
+  }
+  const WgmmaLoads loads = engine == DenseEngine::kWgmmaTma ||
+                                   engine == DenseEngine::kWgmmaTmaPingPong ||
+                                   (engine == DenseEngine::kAuto && kAutoPicksTma)
+                               ? WgmmaLoads::kTma
+                               : WgmmaLoads::kCpAsync;
+  return cuda::flash::LaunchDenseWgmma(op, schedule, loads, f, head_dim, num_seqs, max_q, stream);
 }
 
 }  // namespace
+
+void SetAutoDenseEngine(DenseEngine engine) {
+  g_auto_engine.store(engine, std::memory_order_relaxed);
+}
+
+bool ParseDenseEngine(std::string_view name, DenseEngine* engine) {
+  static constexpr std::pair<std::string_view, DenseEngine> kNames[] = {
+      {"auto", DenseEngine::kAuto},
+      {"mma.sync", DenseEngine::kMmaSync},
+      {"wgmma", DenseEngine::kWgmma},
+      {"wgmma-serial", DenseEngine::kWgmmaSerial},
+      {"wgmma-pingpong", DenseEngine::kWgmmaPingPong},
+      {"wgmma-tma", DenseEngine::kWgmmaTma},
+      {"wgmma-tma-pingpong", DenseEngine::kWgmmaTmaPingPong},
+  };
+  for (const auto& [n, e] : kNames) {
+    if (n == name) {
+      *engine = e;
+      return true;
+    }
+  }
+  return false;
+}
 
 absl::Status LaunchDenseAttentionOn(DenseEngine engine, const AttentionParams& p,
                                     cudaStream_t stream) {

@@ -17,10 +17,14 @@ namespace sparsefill::kernels::cuda::flash {
 
 // How the two consumer warpgroups order their GEMMs and softmax (dense_attention_wgmma_kernel.cuh).
 enum class WgmmaSchedule { kSerial, kOverlap, kPingPong };
+// How the producer warpgroup loads Q, K and V: 128 threads' cp.async, or TMA boxes issued by one
+// thread. kTma falls back to cp.async where TMA cannot describe the tensors (a base address not
+// 16-byte aligned, a dimension over 2^31).
+enum class WgmmaLoads { kCpAsync, kTma };
 
 // `f` as FromAttention / FromVarlen fill it; head_dim 64 or 128.
-[[nodiscard]] absl::Status LaunchDenseWgmma(const char* op, WgmmaSchedule schedule, FlashParams f,
-                                            int head_dim, int num_seqs, int64_t max_q,
-                                            cudaStream_t stream);
+[[nodiscard]] absl::Status LaunchDenseWgmma(const char* op, WgmmaSchedule schedule,
+                                            WgmmaLoads loads, FlashParams f, int head_dim,
+                                            int num_seqs, int64_t max_q, cudaStream_t stream);
 
 }  // namespace sparsefill::kernels::cuda::flash

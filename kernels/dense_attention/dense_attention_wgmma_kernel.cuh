@@ -9,10 +9,12 @@
 // P V of tile j - 1 and runs the softmax while P V is in flight (FlashAttention-3's intra-
 // warpgroup overlap); kPingPong additionally makes the two consumers take turns issuing GEMMs.
 // Same semantics as the mma.sync engine (bottom-right causal, GQA packing, varlen, natural-log
-// LSE, rows without keys -> 0 and -inf). Not yet run on a GPU: see tools/bench/attention/
-// DENSE_WGMMA_NOTES.md.
+// LSE, rows without keys -> 0 and -inf). kTma loads Q, K and V with TMA boxes issued by one
+// producer thread (expect-tx mbarriers) instead of 128 threads' cp.async: see
+// tools/bench/attention/DENSE_WGMMA_NOTES.md.
 #pragma once
 
+#include <cuda.h>  // CUtensorMap (a type only: the maps are encoded by the launcher)
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -47,6 +49,13 @@ struct WgmmaTile {
   static_assert(kSmemBytes <= 227 * 1024, "over the opt-in shared memory of a Hopper CTA");
 };
 
+// The TMA descriptors of the kTma producer (unused otherwise): Q as [total_q, q_heads, kD] with
+// boxes of (64 columns, G heads, kRows / G tokens), K and V as [total_kv, kv_heads * kD] with
+// boxes of (64 columns, kN keys); all 128-byte swizzled, so every box is one Sw128 panel.
+struct WgmmaTmaMaps {
+  CUtensorMap q, k, v;
+};
+
 template <int kD>
 __device__ __forceinline__ void WgmmaPV(float (&o)[kD / 2], const uint32_t (&a)[4], uint64_t desc);
 template <>
@@ -59,21 +68,17 @@ __device__ __forceinline__ void WgmmaPV<64>(float (&o)[32], const uint32_t (&a)[
   wgmma::WgmmaRS_N64<1>(o, a, desc, 1);
 }
 
-template <int kD, int kN, int kStages, bool kOverlap, bool kPingPong>
-__global__ void __launch_bounds__(384, 1) DenseAttentionWgmmaKernel(const FlashParams p) {
+template <int kD, int kN, int kStages, bool kOverlap, bool kPingPong, bool kTma>
+__global__ void __launch_bounds__(384, 1)
+    DenseAttentionWgmmaKernel(const FlashParams p, const __grid_constant__ WgmmaTmaMaps maps) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using T = WgmmaTile<kD, kN, kStages>;
   extern __shared__ uint8_t smem_raw[];
-  const SeqView s = ResolveSeq(p, blockIdx.y);
-  if (!s.ok) return;
-  const int hk = blockIdx.z;
-  // Later query tiles see more keys: schedule them first so the tail of the grid is short.
-  const int tok0 = static_cast<int>(gridDim.x - 1 - blockIdx.x) * p.tokens_per_cta;
-  if (tok0 >= s.q_len) return;
-  const int ntok = min(p.tokens_per_cta, s.q_len - tok0);
-  const int first_pos = s.q_pos0 + tok0;
-  const int last_pos = first_pos + ntok - 1;
-  const int n_tiles = last_pos / kN + 1;
+  CtaQueries c;
+  if (!ResolveCta(p, &c)) return;
+  const SeqView& s = c.s;
+  const int hk = c.hk, tok0 = c.tok0, ntok = c.ntok, first_pos = c.first_pos;
+  const int n_tiles = c.last_pos / kN + 1;
 
   const uint32_t raw = SmemAddr(smem_raw);
   const uint32_t base = (raw + 1023u) & ~1023u;
@@ -87,11 +92,13 @@ __global__ void __launch_bounds__(384, 1) DenseAttentionWgmmaKernel(const FlashP
 
   const int tid = threadIdx.x;
   const int wg = tid / 128;
+  // cp.async: every producer thread arrives; TMA: one thread arrives with the byte count.
+  constexpr int kLoadArrivals = kTma ? 1 : 128;
   if (tid == 0) {
-    wgmma::BarInit(bar_q, 128);
+    wgmma::BarInit(bar_q, kLoadArrivals);
     for (int st = 0; st < kStages; ++st) {
-      wgmma::BarInit(bar_k(st), 128);
-      wgmma::BarInit(bar_v(st), 128);
+      wgmma::BarInit(bar_k(st), kLoadArrivals);
+      wgmma::BarInit(bar_v(st), kLoadArrivals);
       wgmma::BarInit(bar_empty(st), 256);
     }
   }
@@ -101,22 +108,9 @@ __global__ void __launch_bounds__(384, 1) DenseAttentionWgmmaKernel(const FlashP
     // ---------------------------------------------------------------- producer
     wgmma::RegDealloc<T::kProducerRegs>();
     const int ptid = tid;
-    const int64_t q_stride = static_cast<int64_t>(p.q_heads) * kD;
-    for (int idx = ptid; idx < T::kRows * T::kChunks; idx += 128) {
-      const int r = idx / T::kChunks, ch = idx % T::kChunks;
-      const int t = r / p.group, h = r % p.group;
-      const bool valid = t < ntok;
-      const __nv_bfloat16* src =
-          valid ? p.q + (s.q_begin + tok0 + t) * q_stride + (hk * p.group + h) * kD + ch * 8 : p.q;
-      CpAsync16(sq + wgmma::Sw128<T::kRows, kD>(r, ch), src, valid);
-    }
-    CpAsyncCommit();
     const int64_t kv_stride = static_cast<int64_t>(p.kv_heads) * kD;
-    for (int j = 0; j < n_tiles; ++j) {
-      const int st = j % kStages;
-      if (j >= kStages) wgmma::BarWait(bar_empty(st), ((j / kStages) - 1) & 1);
-      const uint32_t dk = sk + st * T::kKVBytes;
-      const uint32_t dv = sv + st * T::kKVBytes;
+    // Tile j's keys and values by cp.async, keys past the sequence as zeros (not committed).
+    const auto copy_kv = [&](int j, uint32_t dk, uint32_t dv) {
 #pragma unroll 4
       for (int idx = ptid; idx < kN * T::kChunks; idx += 128) {
         const int r = idx / T::kChunks, ch = idx % T::kChunks;
@@ -135,19 +129,89 @@ __global__ void __launch_bounds__(384, 1) DenseAttentionWgmmaKernel(const FlashP
         CpAsync16(dv + wgmma::Sw128<kN, kD>(r, ch), p.v + off, valid);
       }
       CpAsyncCommit();
-      // Each thread waits for its own copies, then publishes them to the tensor cores (async
-      // proxy) before arriving: the consumers' wgmma reads need no further fence.
-      if (j == 0) {
-        CpAsyncWait<2>();
-        wgmma::FenceProxyAsync();
-        wgmma::BarArrive(bar_q);
+    };
+    if constexpr (kTma) {
+      // One thread streams every box; the other producer threads only help with a tile that
+      // runs past its sequence into the next one (varlen batches), which cp.async zero-fills
+      // (TMA would bring the next sequence's rows: finite, masked, but not zeros).
+      const bool leader = ptid == 0;
+      if (leader) {
+        wgmma::PrefetchTensorMap(&maps.q);
+        wgmma::PrefetchTensorMap(&maps.k);
+        wgmma::PrefetchTensorMap(&maps.v);
+        // The Q box holds G x tokens_per_cta rows: fewer than kRows when G does not divide
+        // them (G = 3: 126), and the barrier must expect exactly the bytes the boxes bring.
+        const uint32_t q_panel_bytes = static_cast<uint32_t>(p.group * p.tokens_per_cta) * 128u;
+        wgmma::BarArriveExpectTx(bar_q, q_panel_bytes * (kD / 64));
+#pragma unroll
+        for (int pn = 0; pn < kD / 64; ++pn) {
+          wgmma::TmaLoad3D(sq + pn * T::kRows * 128, &maps.q, pn * 64, hk * p.group,
+                           s.q_begin + tok0, bar_q);
+        }
       }
-      CpAsyncWait<1>();
-      wgmma::FenceProxyAsync();
-      wgmma::BarArrive(bar_k(st));
-      CpAsyncWait<0>();
-      wgmma::FenceProxyAsync();
-      wgmma::BarArrive(bar_v(st));
+      const bool tail_is_tensor_end = s.kv_begin + s.kv_len == p.total_kv;
+      for (int j = 0; j < n_tiles; ++j) {
+        const int st = j % kStages;
+        const uint32_t dk = sk + st * T::kKVBytes;
+        const uint32_t dv = sv + st * T::kKVBytes;
+        if ((j + 1) * kN <= s.kv_len || tail_is_tensor_end) {
+          if (!leader) continue;
+          if (j >= kStages) wgmma::BarWait(bar_empty(st), ((j / kStages) - 1) & 1);
+          const int row = s.kv_begin + j * kN;
+          wgmma::BarArriveExpectTx(bar_k(st), T::kKVBytes);
+#pragma unroll
+          for (int pn = 0; pn < kD / 64; ++pn) {
+            wgmma::TmaLoad2D(dk + pn * kN * 128, &maps.k, hk * kD + pn * 64, row, bar_k(st));
+          }
+          wgmma::BarArriveExpectTx(bar_v(st), T::kKVBytes);
+#pragma unroll
+          for (int pn = 0; pn < kD / 64; ++pn) {
+            wgmma::TmaLoad2D(dv + pn * kN * 128, &maps.v, hk * kD + pn * 64, row, bar_v(st));
+          }
+        } else {
+          if (j >= kStages) wgmma::BarWait(bar_empty(st), ((j / kStages) - 1) & 1);
+          copy_kv(j, dk, dv);
+          CpAsyncWait<0>();
+          wgmma::FenceProxyAsync();
+          wgmma::NamedBarSync(3, 128);  // every producer thread's copies have landed
+          if (leader) {
+            wgmma::BarArrive(bar_k(st));
+            wgmma::BarArrive(bar_v(st));
+          }
+        }
+      }
+    } else {
+      const int64_t q_stride = static_cast<int64_t>(p.q_heads) * kD;
+      for (int idx = ptid; idx < T::kRows * T::kChunks; idx += 128) {
+        const int r = idx / T::kChunks, ch = idx % T::kChunks;
+        const int t = r / p.group, h = r % p.group;
+        const bool valid = t < ntok;
+        const __nv_bfloat16* src =
+            valid ? p.q + (s.q_begin + tok0 + t) * q_stride + (hk * p.group + h) * kD + ch * 8
+                  : p.q;
+        CpAsync16(sq + wgmma::Sw128<T::kRows, kD>(r, ch), src, valid);
+      }
+      CpAsyncCommit();
+      for (int j = 0; j < n_tiles; ++j) {
+        const int st = j % kStages;
+        if (j >= kStages) wgmma::BarWait(bar_empty(st), ((j / kStages) - 1) & 1);
+        const uint32_t dk = sk + st * T::kKVBytes;
+        const uint32_t dv = sv + st * T::kKVBytes;
+        copy_kv(j, dk, dv);
+        // Each thread waits for its own copies, then publishes them to the tensor cores (async
+        // proxy) before arriving: the consumers' wgmma reads need no further fence.
+        if (j == 0) {
+          CpAsyncWait<2>();
+          wgmma::FenceProxyAsync();
+          wgmma::BarArrive(bar_q);
+        }
+        CpAsyncWait<1>();
+        wgmma::FenceProxyAsync();
+        wgmma::BarArrive(bar_k(st));
+        CpAsyncWait<0>();
+        wgmma::FenceProxyAsync();
+        wgmma::BarArrive(bar_v(st));
+      }
     }
   } else {
     // ---------------------------------------------------------------- consumers
@@ -328,28 +392,10 @@ __global__ void __launch_bounds__(384, 1) DenseAttentionWgmmaKernel(const FlashP
     }
 
     // Normalise and store; rows whose softmax saw no key get 0 and LSE -inf.
-    const int64_t q_stride = static_cast<int64_t>(p.q_heads) * kD;
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
-      float l = row_sum[hf];
-      l += __shfl_xor_sync(0xffffffffu, l, 1);
-      l += __shfl_xor_sync(0xffffffffu, l, 2);
-      const int r = 64 * cw + 16 * warp + lane / 4 + 8 * hf;
-      const int t = r / p.group, h = r % p.group;
-      if (t >= ntok) continue;
-      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-      const int64_t token = s.q_begin + tok0 + t;
-      const int head = hk * p.group + h;
-      __nv_bfloat16* dst = p.out + token * q_stride + head * kD + (lane % 4) * 2;
-#pragma unroll
-      for (int dt = 0; dt < kD / 8; ++dt) {
-        *reinterpret_cast<uint32_t*>(dst + dt * 8) =
-            PackBf16(o[4 * dt + 2 * hf] * inv, o[4 * dt + 2 * hf + 1] * inv);
-      }
-      if (p.lse != nullptr && lane % 4 == 0) {
-        p.lse[static_cast<int64_t>(head) * p.total_q + token] =
-            l > 0.0f ? (row_max[hf] + __log2f(l)) * 0.69314718055994531f : neg_inf;
-      }
+      StoreRow<kD>(p, c, 64 * cw + 16 * warp + lane / 4 + 8 * hf, row_sum[hf], row_max[hf],
+                   [&](int dt, int e) { return o[4 * dt + 2 * hf + e]; });
     }
   }
 #else

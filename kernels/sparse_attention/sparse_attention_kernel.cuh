@@ -48,18 +48,15 @@ template <int kD, int kMTiles, int kN>
 __global__ void __launch_bounds__(kThreads) SparseAttentionKernel(const FlashParams p) {
   using Tile = FlashTile<kD, kMTiles, kN>;
   extern __shared__ __align__(128) uint8_t smem[];
-  const SeqView s = ResolveSeq(p, blockIdx.y);
-  if (!s.ok) return;
-  const int hk = blockIdx.z;
-  const int tok0 = static_cast<int>(gridDim.x - 1 - blockIdx.x) * p.tokens_per_cta;
-  if (tok0 >= s.q_len) return;
-  const int ntok = min(p.tokens_per_cta, s.q_len - tok0);
-  const int first_pos = s.q_pos0 + tok0;
-  const int last_pos = first_pos + ntok - 1;
+  CtaQueries c;
+  if (!ResolveCta(p, &c)) return;
+  const SeqView& s = c.s;
+  const int hk = c.hk, tok0 = c.tok0, ntok = c.ntok;
+  const int first_pos = c.first_pos, last_pos = c.last_pos;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
 
   Tile tile(smem);
-  tile.Begin(p, s, hk, tok0, ntok);  // Q loads overlap the merge below
+  tile.Begin(p, c);  // Q loads overlap the merge below
 
   uint64_t* wmask = reinterpret_cast<uint64_t*>(smem + Tile::kSmemBytes);  // [kWindow]
   uint64_t* umask = wmask + kWindow;                                       // [kWindow]
@@ -162,7 +159,7 @@ __global__ void __launch_bounds__(kThreads) SparseAttentionKernel(const FlashPar
   }
   CpAsyncCommit();
   CpAsyncWait<0>();
-  tile.Finish(p, s, hk, tok0, ntok);
+  tile.Finish(p, c);
 }
 
 }  // namespace sparsefill::kernels::cuda::flash

@@ -23,6 +23,7 @@
 #include "sparsefill/common/dtype.h"
 #include "sparsefill/common/rng.h"
 #include "sparsefill/kernels/attention.h"
+#include "tests/gpu/gpu_testing.h"
 #include "tests/testing/compare.h"
 
 namespace sparsefill::kernels {
@@ -34,21 +35,6 @@ using ::sparsefill::testing::RandomNormal;
 using ::sparsefill::testing::RelativeL2Near;
 using ::testing::HasSubstr;
 
-#define CUDA_ASSERT(expr)                                                      \
-  do {                                                                         \
-    const cudaError_t err_ = (expr);                                           \
-    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_); \
-  } while (0)
-
-constexpr size_t kGuardBytes = 256;
-constexpr uint8_t kSentinel = 0xA5;
-constexpr uint8_t kPoison = 0xFF;  // bf16 0xFFFF and fp32 0xFFFFFFFF are NaN
-
-bool HasDevice() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
 std::vector<DenseEngine> DenseEngines() {
   std::vector<DenseEngine> engines = {DenseEngine::kMmaSync};
   int dev = 0, major = 0, minor = 0;
@@ -57,60 +43,16 @@ std::vector<DenseEngine> DenseEngines() {
       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
       major == 9 && minor == 0) {
     engines.insert(engines.end(),
-                   {DenseEngine::kWgmma, DenseEngine::kWgmmaSerial, DenseEngine::kWgmmaPingPong});
+                   {DenseEngine::kWgmma, DenseEngine::kWgmmaSerial, DenseEngine::kWgmmaPingPong,
+                    DenseEngine::kWgmmaTma, DenseEngine::kWgmmaTmaPingPong});
   }
   return engines;
 }
 
-// A device buffer inside a sentinel-filled allocation (guards on both sides); the payload is
-// filled with `fill` so that unwritten output elements read back as NaN.
-class DeviceBuffer {
+// Outputs start as NaN (kPoison) so that an element the kernel never wrote fails the comparison.
+class DeviceBuffer : public testing::GuardedDeviceBuffer {
  public:
-  explicit DeviceBuffer(size_t bytes, uint8_t fill = kPoison) : bytes_(bytes) {
-    total_ = bytes + 2 * kGuardBytes;
-    ok_ = cudaMalloc(&base_, total_) == cudaSuccess &&
-          cudaMemset(base_, kSentinel, total_) == cudaSuccess &&
-          cudaMemset(data(), fill, bytes_) == cudaSuccess;
-  }
-  ~DeviceBuffer() {
-    if (base_ != nullptr) cudaFree(base_);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-
-  bool ok() const { return ok_; }
-  void* data() { return static_cast<uint8_t*>(base_) + kGuardBytes; }
-  template <typename T>
-  bool Upload(const std::vector<T>& host) {
-    return host.size() * sizeof(T) == bytes_ &&
-           cudaMemcpy(data(), host.data(), bytes_, cudaMemcpyHostToDevice) == cudaSuccess;
-  }
-  std::vector<uint8_t> DownloadAll() const {
-    std::vector<uint8_t> all(total_);
-    if (cudaMemcpy(all.data(), base_, total_, cudaMemcpyDeviceToHost) != cudaSuccess) all.clear();
-    return all;
-  }
-  std::vector<uint8_t> Payload(const std::vector<uint8_t>& all) const {
-    if (all.size() != total_) return {};
-    return std::vector<uint8_t>(all.begin() + kGuardBytes, all.begin() + kGuardBytes + bytes_);
-  }
-  ::testing::AssertionResult GuardsIntact(const std::vector<uint8_t>& all) const {
-    if (all.size() != total_) return ::testing::AssertionFailure() << "download failed";
-    for (size_t i = 0; i < total_; ++i) {
-      const bool payload = i >= kGuardBytes && i < kGuardBytes + bytes_;
-      if (!payload && all[i] != kSentinel) {
-        return ::testing::AssertionFailure()
-               << "write outside the buffer at byte "
-               << static_cast<int64_t>(i) - static_cast<int64_t>(kGuardBytes);
-      }
-    }
-    return ::testing::AssertionSuccess();
-  }
-
- private:
-  void* base_ = nullptr;
-  size_t bytes_, total_;
-  bool ok_ = false;
+  explicit DeviceBuffer(size_t bytes) : GuardedDeviceBuffer(bytes, 0, testing::kPoison) {}
 };
 
 // bf16 data plus its exact fp32 value (what the CPU reference gets).
@@ -281,7 +223,7 @@ void RunVarlen(cudaStream_t stream, const std::vector<Seq>& seqs, int32_t kv_hea
 class GpuAttentionTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!HasDevice()) GTEST_SKIP() << "no CUDA device";
+    if (!testing::HasCudaDevice()) GTEST_SKIP() << "no CUDA device";
     CUDA_ASSERT(cudaStreamCreate(&stream_));
   }
   void TearDown() override {

@@ -16,6 +16,7 @@
 #include "sparsefill/kernels/activation.h"
 #include "sparsefill/kernels/norm.h"
 #include "sparsefill/kernels/rope.h"
+#include "tests/gpu/gpu_testing.h"
 #include "tests/testing/compare.h"
 
 namespace sparsefill::kernels {
@@ -27,72 +28,7 @@ using ::sparsefill::testing::RandomNormal;
 using ::sparsefill::testing::RelativeL2Near;
 using ::testing::HasSubstr;
 
-#define CUDA_ASSERT(expr)                                                      \
-  do {                                                                         \
-    const cudaError_t err_ = (expr);                                           \
-    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_); \
-  } while (0)
-
-constexpr size_t kGuardBytes = 256;
-constexpr uint8_t kSentinel = 0xA5;
-
-bool HasDevice() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
-// A device buffer whose payload starts `offset` bytes into a sentinel-filled allocation, so
-// stray writes before or after it (or into row gaps) show up; offset = one element gives the
-// launchers a pointer that is not 16-byte aligned.
-class DeviceBuffer {
- public:
-  DeviceBuffer(size_t bytes, size_t offset) : bytes_(bytes), offset_(offset) {
-    total_ = bytes + offset + 2 * kGuardBytes;
-    ok_ = cudaMalloc(&base_, total_) == cudaSuccess &&
-          cudaMemset(base_, kSentinel, total_) == cudaSuccess;
-  }
-  ~DeviceBuffer() {
-    if (base_ != nullptr) cudaFree(base_);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-
-  bool ok() const { return ok_; }
-  void* data() { return static_cast<uint8_t*>(base_) + kGuardBytes + offset_; }
-  bool Upload(const std::vector<uint8_t>& host) {
-    return host.size() == bytes_ &&
-           cudaMemcpy(data(), host.data(), bytes_, cudaMemcpyHostToDevice) == cudaSuccess;
-  }
-  // The whole allocation (guards included).
-  std::vector<uint8_t> DownloadAll() const {
-    std::vector<uint8_t> all(total_);
-    if (cudaMemcpy(all.data(), base_, total_, cudaMemcpyDeviceToHost) != cudaSuccess) all.clear();
-    return all;
-  }
-  // Payload bytes, or empty when the copy failed.
-  std::vector<uint8_t> Payload(const std::vector<uint8_t>& all) const {
-    if (all.size() != total_) return {};
-    return std::vector<uint8_t>(all.begin() + kGuardBytes + offset_,
-                                all.begin() + kGuardBytes + offset_ + bytes_);
-  }
-  ::testing::AssertionResult GuardsIntact(const std::vector<uint8_t>& all) const {
-    if (all.size() != total_) return ::testing::AssertionFailure() << "download failed";
-    for (size_t i = 0; i < total_; ++i) {
-      const bool payload = i >= kGuardBytes + offset_ && i < kGuardBytes + offset_ + bytes_;
-      if (!payload && all[i] != kSentinel) {
-        return ::testing::AssertionFailure()
-               << "write outside the buffer at byte "
-               << static_cast<int64_t>(i) - static_cast<int64_t>(kGuardBytes + offset_);
-      }
-    }
-    return ::testing::AssertionSuccess();
-  }
-
- private:
-  void* base_ = nullptr;
-  size_t bytes_, offset_, total_;
-  bool ok_ = false;
-};
+using DeviceBuffer = testing::GuardedDeviceBuffer;
 
 // Host data in `dtype` plus its exact fp32 value (what the CPU reference gets).
 struct HostTensor {
@@ -125,7 +61,7 @@ std::vector<float> Compact(const std::vector<float>& v, int64_t rows, int64_t di
   const size_t es = DTypeSize(dtype);
   for (int64_t r = 0; r < rows; ++r) {
     for (size_t b = (r * stride + dim) * es; b < static_cast<size_t>((r + 1) * stride) * es; ++b) {
-      if (b < payload.size() && payload[b] != kSentinel) {
+      if (b < payload.size() && payload[b] != testing::kSentinel) {
         return ::testing::AssertionFailure() << "write into the row gap of row " << r;
       }
     }
@@ -152,7 +88,7 @@ Tolerance ToleranceFor(DType t, double scale) {
 class GpuElementwiseTest : public ::testing::TestWithParam<DType> {
  protected:
   void SetUp() override {
-    if (!HasDevice()) GTEST_SKIP() << "no CUDA device";
+    if (!testing::HasCudaDevice()) GTEST_SKIP() << "no CUDA device";
     CUDA_ASSERT(cudaStreamCreate(&stream_));
   }
   void TearDown() override {

@@ -191,6 +191,50 @@ TEST_P(CudaEngineTest, ScoredSelectionAgrees) {
   EXPECT_GT(r.got->sparsity, 0.3);
 }
 
+// PrefillOptions::profile_stages: every stage of the policy is timed, the stages add up to no
+// more than the prefill's wall time, and the computation is the unprofiled one, bit for bit.
+TEST_P(CudaEngineTest, ProfiledStagesCoverThePrefill) {
+  const Policy policy = GetParam();
+  if (policy == Policy::kPhsa && cpu_->tokenizer() == nullptr) {
+    GTEST_SKIP() << "phsa needs the shared tokenizer (../shared/data) for its punctuation table";
+  }
+  const uint64_t seed = testing::FreshSeed();
+  SCOPED_TRACE(absl::StrCat(std::string(PolicyName(policy)), " seed=", seed));
+  Rng rng(seed);
+  std::vector<int32_t> tokens(2000);
+  for (auto& t : tokens) t = static_cast<int32_t>(rng.NextU64() % 150000);
+  auto plan = gpu_->Plan(static_cast<int64_t>(tokens.size()), Small(policy, false));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  PrefillOptions opts;
+  KeepingSink plain_sink, profiled_sink;
+  auto plain = gpu_->Prefill(*plan, tokens, opts, &plain_sink);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_TRUE(plain->stages.empty());
+  opts.profile_stages = true;
+  auto profiled = gpu_->Prefill(*plan, tokens, opts, &profiled_sink);
+  ASSERT_TRUE(profiled.ok()) << profiled.status();
+  EXPECT_EQ(profiled->logits, plain->logits);
+
+  std::vector<std::string> want = {"wait for an offload slot", "norm + qkv + rope",
+                                   "block importance"};
+  if (policy == Policy::kDense) {
+    want.push_back("dense attention");
+  } else {
+    want.insert(want.end(), {"block summaries", "selection", "sparse attention"});
+  }
+  want.insert(want.end(), {"o-proj + residual", "mlp"});
+  std::vector<std::string> got;
+  double total = 0;
+  for (const StageTime& st : profiled->stages) {
+    got.push_back(st.name);
+    EXPECT_GE(st.seconds, 0.0) << st.name;
+    total += st.seconds;
+  }
+  EXPECT_EQ(got, want);
+  EXPECT_GT(total, 0.0);
+  EXPECT_LE(total, profiled->seconds);
+}
+
 INSTANTIATE_TEST_SUITE_P(Policies, CudaEngineTest,
                          ::testing::Values(Policy::kDense, Policy::kInfLlmV2, Policy::kPhsa,
                                            Policy::kNosa),

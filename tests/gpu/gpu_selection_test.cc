@@ -23,6 +23,7 @@
 #include "sparsefill/common/dtype.h"
 #include "sparsefill/common/rng.h"
 #include "sparsefill/kernels/selection.h"
+#include "tests/gpu/gpu_testing.h"
 #include "tests/testing/compare.h"
 
 namespace sparsefill::kernels {
@@ -33,65 +34,7 @@ using ::sparsefill::testing::FreshSeed;
 using ::sparsefill::testing::RandomNormal;
 using ::testing::HasSubstr;
 
-#define CUDA_ASSERT(expr)                                                      \
-  do {                                                                         \
-    const cudaError_t err_ = (expr);                                           \
-    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_); \
-  } while (0)
-
-constexpr size_t kGuardBytes = 256;
-constexpr uint8_t kSentinel = 0xA5;
-
-bool HasDevice() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
-// Payload between two sentinel-filled guards; the payload starts sentinel-filled too, so an
-// entry the kernel never wrote shows up as 0xA5A5A5A5.
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t bytes) : bytes_(bytes), total_(bytes + 2 * kGuardBytes) {
-    ok_ = cudaMalloc(&base_, total_) == cudaSuccess &&
-          cudaMemset(base_, kSentinel, total_) == cudaSuccess;
-  }
-  ~DeviceBuffer() {
-    if (base_ != nullptr) cudaFree(base_);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  bool ok() const { return ok_; }
-  void* data() { return static_cast<uint8_t*>(base_) + kGuardBytes; }
-  bool Upload(const void* host, size_t bytes) {
-    return bytes == bytes_ &&
-           cudaMemcpy(data(), host, bytes, cudaMemcpyHostToDevice) == cudaSuccess;
-  }
-  std::vector<uint8_t> DownloadAll() const {
-    std::vector<uint8_t> all(total_);
-    if (cudaMemcpy(all.data(), base_, total_, cudaMemcpyDeviceToHost) != cudaSuccess) all.clear();
-    return all;
-  }
-  ::testing::AssertionResult GuardsIntact(const std::vector<uint8_t>& all) const {
-    if (all.size() != total_) return ::testing::AssertionFailure() << "download failed";
-    for (size_t i = 0; i < kGuardBytes; ++i) {
-      if (all[i] != kSentinel || all[total_ - 1 - i] != kSentinel) {
-        return ::testing::AssertionFailure() << "write outside the buffer";
-      }
-    }
-    return ::testing::AssertionSuccess();
-  }
-  template <typename T>
-  std::vector<T> Payload(const std::vector<uint8_t>& all) const {
-    std::vector<T> v(bytes_ / sizeof(T));
-    if (all.size() == total_) std::memcpy(v.data(), all.data() + kGuardBytes, bytes_);
-    return v;
-  }
-
- private:
-  void* base_ = nullptr;
-  size_t bytes_, total_;
-  bool ok_ = false;
-};
+using DeviceBuffer = testing::GuardedDeviceBuffer;
 
 // bf16 bits of `values` and their exact fp32 values (what the reference sees).
 struct Bf16Tensor {
@@ -108,7 +51,7 @@ struct Bf16Tensor {
 class GpuSelectionTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!HasDevice()) GTEST_SKIP() << "no CUDA device";
+    if (!testing::HasCudaDevice()) GTEST_SKIP() << "no CUDA device";
     CUDA_ASSERT(cudaStreamCreate(&stream_));
   }
   void TearDown() override {

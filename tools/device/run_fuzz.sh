@@ -9,7 +9,7 @@
 #       (default: every packed fuzzer with FUZZ_JOBS jobs)
 # Env: DEVPKG (default .devpkg-fuzz), FUZZ_RUNS (executions per fuzzer in total, default 10000000),
 # FUZZ_JOBS (default jobs per fuzzer, 2), FUZZ_SECONDS (-max_total_time of each job, default 360),
-# OUT (logs and summary.txt; default /tmp/fuzz-out).
+# OUT (logs, summary.txt and campaign.json; default /tmp/fuzz-out).
 # Each job runs FUZZ_RUNS / jobs executions (-runs) unless FUZZ_SECONDS ends it first; the summary
 # sums stat::number_of_executed_units over the jobs. A crash, leak or sanitizer report fails the
 # fuzzer; its reproducer lands in $OUT/artifacts/<name>/ (replay: <name>_fuzzer FILE).
@@ -105,4 +105,38 @@ summary() {
 summary >"$out/summary.txt"
 status=$?
 cat "$out/summary.txt"
+
+# The campaign ledger travels with the corpus ($out/work): a run that resumes a corpus adds its
+# numbers to the earlier runs'; $out/campaign.json holds every run and the totals per fuzzer.
+python3 - "$out" "$runs" "$seconds" "$*" <<'PY' || status=1
+import datetime, json, os, platform, sys
+out, target, seconds, argv = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+ledger_path = os.path.join(out, "work", "campaign.json")
+ledger = json.load(open(ledger_path)) if os.path.exists(ledger_path) else {"runs": []}
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+run = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+       "device": f"{cpu}, {os.cpu_count()} cores", "seconds_per_job": seconds,
+       "command": f"tools/device/run_fuzz.sh {argv}".strip(), "fuzzers": {}}
+for line in open(os.path.join(out, "summary.txt")).read().splitlines()[1:]:
+    name, jobs, execs, rate, corpus, result = line.split()
+    run["fuzzers"][name] = {"jobs": int(jobs), "executions": int(execs), "exec_per_sec": int(rate),
+                            "corpus": int(corpus), "result": result.replace("(short)", "")}
+ledger["runs"].append(run)
+totals = {}
+for r in ledger["runs"]:
+    for name, f in r["fuzzers"].items():
+        t = totals.setdefault(name, {"executions": 0, "runs": 0, "result": "ok"})
+        t["executions"] += f["executions"]
+        t["runs"] += 1
+        if f["result"] != "ok":
+            t["result"] = "FAILED"
+for t in totals.values():
+    t["reached_target"] = t["executions"] >= target
+ledger.update({"bench": "fuzz", "target_executions": target, "totals": totals})
+json.dump(ledger, open(ledger_path, "w"), indent=1)
+json.dump(ledger, open(os.path.join(out, "campaign.json"), "w"), indent=1)
+for name, t in sorted(totals.items()):
+    print(f"campaign {name:22s} {t['executions']:12d} executions in {t['runs']} run(s): {t['result']}"
+          f"{'' if t['reached_target'] else ' (short of ' + str(target) + ')'}")
+PY
 exit $status

@@ -79,6 +79,15 @@ struct PrefillOptions {
   int32_t attention_sample_queries = 256;
   // Positions at the end of the prompt whose logits are returned.
   int32_t logits_positions = 1;
+  // Time every stage of every layer (the cuda backend: events between the kernels of a stage
+  // and the next) into PrefillResult::stages. Other backends leave stages empty.
+  bool profile_stages = false;
+};
+
+// Device time of one prefill stage, summed over the layers (PrefillOptions::profile_stages).
+struct StageTime {
+  std::string name;
+  double seconds = 0.0;
 };
 
 struct LayerStats {
@@ -115,6 +124,7 @@ struct PrefillResult {
   std::vector<float> logits;  // [logits_positions, vocab]
   bool measured = false;
   Quality quality;
+  std::vector<StageTime> stages;  // in pipeline order; empty unless profiled
 };
 
 // One rank's prefill of a sharded prompt (Engine::PrefillShard).
@@ -157,6 +167,7 @@ class ModelRunner {
     // Added to the layer index in exchange calls: the dense reference pass of a measured run
     // uses num_layers so that its keys never meet the prefill's.
     int32_t exchange_layer_offset = 0;
+    bool profile_stages = false;  // PrefillOptions::profile_stages
   };
   [[nodiscard]] virtual absl::StatusOr<PrefillResult> Run(const PrefillPlan& plan,
                                                           std::span<const int32_t> tokens,

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,41 @@ struct Sizes {
   int64_t n = 0, hid = 0, d = 0, qd = 0, kvd = 0, inter = 0, chunk = 0;
   int32_t hq = 0, hkv = 0;
   float rope_scaling = 1.0f;  // LongRoPE's mscale (RopeInvFreq)
+};
+
+// PrefillOptions::profile_stages: an event on the compute stream at the end of each stage; once
+// the stream has finished, the time between consecutive events is charged to the stage that
+// ended at the later one and summed per stage name.
+class StageTimer {
+ public:
+  absl::Status Mark(const char* stage, cudaStream_t st) {
+    SF_ASSIGN_OR_RETURN(Event e, Event::Create(/*timing=*/true));
+    SF_CUDA_RETURN_IF_ERROR(cudaEventRecord(e.get(), st), "stage event");
+    marks_.push_back({stage, std::move(e)});
+    return absl::OkStatus();
+  }
+  // Seconds per stage in first-seen order (the first mark only starts the clock).
+  absl::StatusOr<std::vector<StageTime>> Collect() const {
+    std::vector<StageTime> out;
+    for (size_t i = 1; i < marks_.size(); ++i) {
+      float ms = 0;
+      SF_CUDA_RETURN_IF_ERROR(
+          cudaEventElapsedTime(&ms, marks_[i - 1].event.get(), marks_[i].event.get()),
+          "stage timing");
+      auto it = std::find_if(out.begin(), out.end(),
+                             [&](const StageTime& t) { return t.name == marks_[i].stage; });
+      if (it == out.end()) it = out.insert(out.end(), StageTime{marks_[i].stage, 0.0});
+      it->seconds += ms / 1e3;
+    }
+    return out;
+  }
+
+ private:
+  struct MarkRecord {
+    const char* stage;
+    Event event;
+  };
+  std::vector<MarkRecord> marks_;
 };
 
 // Everything one prefill allocates on the device and in pinned host memory.
@@ -135,7 +171,7 @@ class CudaRunner final : public ModelRunner {
   absl::Status EnsurePolicyBuffers(const PrefillPlan& plan, const Sizes& s, bool importance,
                                    RunBuffers& b);
   absl::Status Layer(int32_t li, const PrefillPlan& plan, const Sizes& s, RunBuffers& b, int slot,
-                     bool want_importance, float lambda);
+                     bool want_importance, float lambda, StageTimer* timer);
   absl::Status Mlp(int32_t li, const Sizes& s, RunBuffers& b);
   absl::Status LmHead(const void* normed, int64_t rows, float* logits) {
     LinearArgs a;
@@ -277,7 +313,7 @@ absl::Status CudaRunner::Mlp(int32_t li, const Sizes& s, RunBuffers& b) {
 }
 
 absl::Status CudaRunner::Layer(int32_t li, const PrefillPlan& plan, const Sizes& s, RunBuffers& b,
-                               int slot, bool want_importance, float lambda) {
+                               int slot, bool want_importance, float lambda, StageTimer* timer) {
   const DeviceLayerWeights& w = weights_.layers[static_cast<size_t>(li)];
   const SelectionConfig& sel = plan.selection;
   cudaStream_t st = compute_.get();
@@ -287,6 +323,9 @@ absl::Status CudaRunner::Layer(int32_t li, const PrefillPlan& plan, const Sizes&
   uint16_t* k = b.k[slot].as<uint16_t>();
   uint16_t* v = b.v[slot].as<uint16_t>();
   const float scale = 1.0f / std::sqrt(static_cast<float>(s.d));
+  const auto mark = [&](const char* stage) {
+    return timer != nullptr ? timer->Mark(stage, st) : absl::OkStatus();
+  };
 
   SF_RETURN_IF_ERROR(Norm(x, s.n, s.hid, s.hid, w.input_norm, h, s.hid));
   SF_RETURN_IF_ERROR(Linear(h, s.hid, s.n, w.wq, s.hid, s.qd, w.bq, q, s.qd));
@@ -309,6 +348,7 @@ absl::Status CudaRunner::Layer(int32_t li, const PrefillPlan& plan, const Sizes&
     rp.dtype = DType::kBF16;
     SF_RETURN_IF_ERROR(kernels::LaunchRope(rp, st));
   }
+  SF_RETURN_IF_ERROR(mark("norm + qkv + rope"));
 
   const int64_t num_blocks = (s.n + sel.block_size - 1) / sel.block_size;
   if (want_importance) {
@@ -327,6 +367,7 @@ absl::Status CudaRunner::Layer(int32_t li, const PrefillPlan& plan, const Sizes&
     ip.block_size = sel.block_size;
     ip.scale = scale;
     SF_RETURN_IF_ERROR(LaunchBlockImportance(ip, st));
+    SF_RETURN_IF_ERROR(mark("block importance"));
   }
 
   kernels::AttentionParams ap;
@@ -344,6 +385,7 @@ absl::Status CudaRunner::Layer(int32_t li, const PrefillPlan& plan, const Sizes&
   ap.dtype = DType::kBF16;
   if (plan.dense) {
     SF_RETURN_IF_ERROR(kernels::LaunchDenseAttention(ap, st));
+    SF_RETURN_IF_ERROR(mark("dense attention"));
   } else {
     kernels::BlockSummaryCudaParams sp;
     sp.k = k;
@@ -357,6 +399,7 @@ absl::Status CudaRunner::Layer(int32_t li, const PrefillPlan& plan, const Sizes&
     sp.kernel_stride = sel.kernel_stride;
     sp.lambda = lambda;
     SF_RETURN_IF_ERROR(kernels::LaunchBlockSummaries(sp, st));
+    SF_RETURN_IF_ERROR(mark("block summaries"));
     kernels::SelectBlocksCudaParams p;
     p.q = q;
     p.summaries = b.summaries.get();
@@ -388,14 +431,18 @@ absl::Status CudaRunner::Layer(int32_t li, const PrefillPlan& plan, const Sizes&
     SF_RETURN_IF_ERROR(LaunchCountSelectedKeys(b.blocks.as<int32_t>(), s.hkv, s.n, sel.topk, 0,
                                                sel.block_size,
                                                b.counters.as<unsigned long long>() + slot, st));
+    SF_RETURN_IF_ERROR(mark("selection"));
     SF_RETURN_IF_ERROR(kernels::LaunchSparseAttention(
         ap, kernels::BlockSelection{b.blocks.as<int32_t>(), sel.topk, sel.block_size}, st));
+    SF_RETURN_IF_ERROR(mark("sparse attention"));
   }
 
   const float rs = residual_scale_;
   SF_RETURN_IF_ERROR(Linear(b.attn.get(), s.qd, s.n, w.wo, s.qd, s.hid, {}, h, s.hid));
   SF_RETURN_IF_ERROR(LaunchAddScaled(x, h, s.n * s.hid, rs, st));
-  return Mlp(li, s, b);
+  SF_RETURN_IF_ERROR(mark("o-proj + residual"));
+  SF_RETURN_IF_ERROR(Mlp(li, s, b));
+  return mark("mlp");
 }
 
 absl::StatusOr<ShardPrefillResult> CudaRunner::RunOne(const PrefillPlan& plan,
@@ -545,14 +592,23 @@ absl::StatusOr<ShardPrefillResult> CudaRunner::RunOne(const PrefillPlan& plan,
     return absl::OkStatus();
   };
 
+  std::unique_ptr<StageTimer> timer;
+  if (options.profile_stages) {
+    timer = std::make_unique<StageTimer>();
+    SF_RETURN_IF_ERROR(timer->Mark("start", st));
+  }
   for (int32_t li = 0; li < c.num_layers; ++li) {
     const int slot = li % 2;
     // Slot `slot` was last used by layer li - 2, whose copies finished before finish(li - 2).
     SF_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(st, copied[slot].get(), 0), "slot reuse");
+    // What the compute stream waited for the copies of layer li - 2 (0 when they kept up).
+    if (timer != nullptr) {
+      SF_RETURN_IF_ERROR(timer->Mark("wait for an offload slot", st));
+    }
     SF_CUDA_RETURN_IF_ERROR(cudaEventRecord(start[size_t(li)].get(), st), "event");
     SF_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(b.counters.as<unsigned long long>() + slot, 0, 8, st),
                             "counter reset");
-    SF_RETURN_IF_ERROR(Layer(li, plan, s, b, slot, want_importance, lambda));
+    SF_RETURN_IF_ERROR(Layer(li, plan, s, b, slot, want_importance, lambda, timer.get()));
     SF_CUDA_RETURN_IF_ERROR(cudaEventRecord(end[size_t(li)].get(), st), "event");
 
     // The copy stream: K/V widened to fp32 and copied out with the importance and counters.
@@ -626,6 +682,9 @@ absl::StatusOr<ShardPrefillResult> CudaRunner::RunOne(const PrefillPlan& plan,
   SF_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st), "prefill");
   SF_CUDA_RETURN_IF_ERROR(cudaGetLastError(), "prefill");
 
+  if (timer != nullptr) {
+    SF_ASSIGN_OR_RETURN(result.stages, timer->Collect());
+  }
   result.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
   result.tokens_per_second = result.seconds > 0 ? double(s.n) / result.seconds : 0.0;
   result.sparsity = result.causal_keys > 0

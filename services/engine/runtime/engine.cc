@@ -164,6 +164,7 @@ absl::StatusOr<ShardPrefillResult> Engine::PrefillShardImpl(const PrefillPlan& p
 
   ModelRunner::RunOptions run;
   run.logits_positions = std::max(options.logits_positions, 0);
+  run.profile_stages = options.profile_stages;
   if (!options.measure) {
     absl::StatusOr<ShardPrefillResult> r =
         runner_->RunShard(plan, shard_tokens, punct, exchange, run, sink);

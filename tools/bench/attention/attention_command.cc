@@ -216,7 +216,9 @@ absl::Status RunOurs(const AttentionArgs& a, const AttentionInputs& in, cudaStre
              {"mma.sync", k::DenseEngine::kMmaSync},
              {"wgmma", k::DenseEngine::kWgmma},
              {"wgmma serial", k::DenseEngine::kWgmmaSerial},
-             {"wgmma pingpong", k::DenseEngine::kWgmmaPingPong}}) {
+             {"wgmma pingpong", k::DenseEngine::kWgmmaPingPong},
+             {"wgmma tma", k::DenseEngine::kWgmmaTma},
+             {"wgmma tma pingpong", k::DenseEngine::kWgmmaTmaPingPong}}) {
       res.dense_engines.emplace_back(
           name, FromStatus(TimeGpu(stream, a.warmup, a.repeats,
                                    [&] { return k::LaunchDenseAttentionOn(engine, ap, stream); }),

@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "kernels/dense_attention/dense_engine.h"
 #include "services/engine/cuda/cuda_runner.h"
 #include "sparsefill/common/dtype.h"
 #include "sparsefill/common/rng.h"
@@ -152,6 +153,7 @@ struct OurRun {
   uint64_t peak_bytes = 0;
   uint64_t offload_bytes = 0;
   double sink_seconds = 0;
+  std::vector<engine::StageTime> stages;
 };
 
 OurRun RunOurs(Engine& e, const std::vector<int32_t>& tokens, const std::string& policy_name,
@@ -173,7 +175,9 @@ OurRun RunOurs(Engine& e, const std::vector<int32_t>& tokens, const std::string&
   sink.bytes = 0;
   sink.seconds = 0;
   GpuMemoryPeak peak;
-  absl::StatusOr<engine::PrefillResult> res = e.Prefill(*plan, tokens, {}, &sink);
+  engine::PrefillOptions options;
+  options.profile_stages = true;  // events between stages: microseconds against seconds
+  absl::StatusOr<engine::PrefillResult> res = e.Prefill(*plan, tokens, options, &sink);
   r.peak_bytes = peak.peak_bytes();
   if (!res.ok()) {
     r.status = res.status();
@@ -183,6 +187,7 @@ OurRun RunOurs(Engine& e, const std::vector<int32_t>& tokens, const std::string&
   r.sparsity = res->sparsity;
   r.offload_bytes = sink.bytes;
   r.sink_seconds = sink.seconds;
+  r.stages = res->stages;
   return r;
 }
 
@@ -204,12 +209,22 @@ CLI::App* AddPrefillCommand(CLI::App& app, PrefillArgs& a) {
   sub->add_flag("!--no-torch", a.torch, "skip the PyTorch reference");
   sub->add_option("--python", a.python, "python with torch")->capture_default_str();
   sub->add_option("--seed", a.seed, "token ids when there is no text")->capture_default_str();
+  sub->add_option("--dense-engine", a.dense_engine,
+                  "dense attention kernel of the engine: auto, mma.sync, wgmma, wgmma-serial, "
+                  "wgmma-pingpong, wgmma-tma, wgmma-tma-pingpong")
+      ->capture_default_str();
   return sub;
 }
 
 int RunPrefill(const PrefillArgs& args) {
   PrefillArgs a = args;
   if (a.model.empty()) a.model = (fs::path(DefaultDataDir()) / "models" / a.shape).string();
+  kernels::DenseEngine dense_engine = kernels::DenseEngine::kAuto;
+  if (!kernels::ParseDenseEngine(a.dense_engine, &dense_engine)) {
+    return Fail("prefill", absl::InvalidArgumentError(
+                               absl::StrCat("unknown --dense-engine '", a.dense_engine, "'")));
+  }
+  kernels::SetAutoDenseEngine(dense_engine);
   if (a.text.empty()) a.text = "../shared/data/pride_and_prejudice.txt";
   if (a.common.out_dir.empty()) a.common.out_dir = DefaultResultsDir();
   for (int64_t n : a.tokens) {
@@ -313,6 +328,15 @@ int RunPrefill(const PrefillArgs& args) {
       j["offload_bytes_bf16"] = r.offload_bytes;
       j["offload_gbps"] = double(r.offload_bytes) / r.seconds / 1e9;
       j["sink_seconds"] = r.sink_seconds;
+      nlohmann::json stages = nlohmann::json::array();
+      std::printf("  %s at %lld tokens, device seconds per stage (all layers):", policy.c_str(),
+                  static_cast<long long>(n));
+      for (const engine::StageTime& st : r.stages) {
+        stages.push_back({{"stage", st.name}, {"seconds", st.seconds}});
+        std::printf(" %s %.3f;", st.name.c_str(), st.seconds);
+      }
+      std::printf("\n");
+      j["stage_seconds"] = stages;
       if (floor_s > 0) j["x_gemm_floor"] = r.seconds / floor_s;
       if (ts > 0) j["speedup_vs_torch"] = ts / r.seconds;
       table.AddRow({std::to_string(n), policy, Fixed(r.seconds, 3), Fixed(double(n) / r.seconds, 0),
@@ -333,6 +357,7 @@ int RunPrefill(const PrefillArgs& args) {
     }
   }
   report.config["prompt"] = prompt_source;
+  report.config["dense_engine"] = a.dense_engine;
   report.results["ours"] = ours;
   report.results["gemm_tflops"] = gemm_tflops;
   for (const auto& j : ours) {
@@ -349,7 +374,10 @@ int RunPrefill(const PrefillArgs& args) {
       "copied to pinned host memory and from there into the sink's host arena, logits down; "
       "the synthetic qwen3-8b checkpoint has its position limit raised to the longest length; "
       "GEMM floor = 2 * non-embedding params * N / the bf16 GEMM rate torch measured in "
-      "this run; offload GB/s = bf16 K/V bytes stored in host memory / prefill seconds");
+      "this run; offload GB/s = bf16 K/V bytes stored in host memory / prefill seconds; "
+      "stage_seconds: device time per stage summed over the layers of the timed run (events "
+      "recorded between stages on the compute stream; 'wait for an offload slot' is time the "
+      "compute stream waited for the K/V copies of two layers earlier)");
   return Publish(report, ProbeDevice("").value_or(DeviceInfo{}), a.common, date, table.ToString());
 }
 

@@ -20,11 +20,12 @@ struct PrefillArgs {
   int32_t layers = 0;              // --layers: > 0 makes a shallower model (quick runs)
   std::vector<int64_t> tokens = {32768, 131072};                      // --tokens
   std::vector<std::string> policies = {"dense", "infllmv2", "phsa"};  // --policies
-  int64_t long_tokens = 524288;    // --long-tokens: one InfLLM-V2 run at this length (0: none)
-  std::string text;                // --text (default ../shared/data/pride_and_prejudice.txt)
-  bool torch = true;               // --no-torch skips the PyTorch reference
-  std::string python = "python3";  // --python
-  uint64_t seed = 1;               // --seed (token ids when no text/tokenizer)
+  int64_t long_tokens = 524288;       // --long-tokens: one InfLLM-V2 run at this length (0: none)
+  std::string text;                   // --text (default ../shared/data/pride_and_prejudice.txt)
+  bool torch = true;                  // --no-torch skips the PyTorch reference
+  std::string python = "python3";     // --python
+  uint64_t seed = 1;                  // --seed (token ids when no text/tokenizer)
+  std::string dense_engine = "auto";  // --dense-engine: the dense attention kernel the engine runs
 };
 CLI::App* AddPrefillCommand(CLI::App& app, PrefillArgs& args);
 int RunPrefill(const PrefillArgs& args);
