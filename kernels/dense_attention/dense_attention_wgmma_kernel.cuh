@@ -109,26 +109,22 @@ __global__ void __launch_bounds__(384, 1)
     wgmma::RegDealloc<T::kProducerRegs>();
     const int ptid = tid;
     const int64_t kv_stride = static_cast<int64_t>(p.kv_heads) * kD;
-    // Tile j's keys and values by cp.async, keys past the sequence as zeros (not committed).
+    // Tile j of K or V into a stage by cp.async, keys past the sequence as zeros; one commit
+    // group per call, so that K (issued first) can be waited for before V.
+    const auto copy_tile = [&](int j, uint32_t dst, const __nv_bfloat16* src) {
+#pragma unroll 4
+      for (int idx = ptid; idx < kN * T::kChunks; idx += 128) {
+        const int r = idx / T::kChunks, ch = idx % T::kChunks;
+        const int key = j * kN + r;
+        const bool valid = key < s.kv_len;
+        const int64_t off = valid ? (s.kv_begin + key) * kv_stride + hk * kD + ch * 8 : 0;
+        CpAsync16(dst + wgmma::Sw128<kN, kD>(r, ch), src + off, valid);
+      }
+      CpAsyncCommit();
+    };
     const auto copy_kv = [&](int j, uint32_t dk, uint32_t dv) {
-#pragma unroll 4
-      for (int idx = ptid; idx < kN * T::kChunks; idx += 128) {
-        const int r = idx / T::kChunks, ch = idx % T::kChunks;
-        const int key = j * kN + r;
-        const bool valid = key < s.kv_len;
-        const int64_t off = valid ? (s.kv_begin + key) * kv_stride + hk * kD + ch * 8 : 0;
-        CpAsync16(dk + wgmma::Sw128<kN, kD>(r, ch), p.k + off, valid);
-      }
-      CpAsyncCommit();
-#pragma unroll 4
-      for (int idx = ptid; idx < kN * T::kChunks; idx += 128) {
-        const int r = idx / T::kChunks, ch = idx % T::kChunks;
-        const int key = j * kN + r;
-        const bool valid = key < s.kv_len;
-        const int64_t off = valid ? (s.kv_begin + key) * kv_stride + hk * kD + ch * 8 : 0;
-        CpAsync16(dv + wgmma::Sw128<kN, kD>(r, ch), p.v + off, valid);
-      }
-      CpAsyncCommit();
+      copy_tile(j, dk, p.k);
+      copy_tile(j, dv, p.v);
     };
     if constexpr (kTma) {
       // One thread streams every box; the other producer threads only help with a tile that
