@@ -8,6 +8,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "sparsefill/client/coordinator_client.h"
 #include "tests/integration/harness.h"
 #include "tests/testing/compare.h"
 #include "tools/bench/load/load_run.h"
@@ -60,6 +61,24 @@ TEST(LoadTest, ShortRunKeepsEveryProperty) {
   EXPECT_EQ(r->invalid_argument, r->malformed);
   EXPECT_EQ(r->ready + r->resource_exhausted + r->invalid_argument, r->requests);
   EXPECT_EQ(r->verified_caches, r->ready);
+}
+
+// The load test retries only calls that never reached a server. Its test of that is gRPC's own
+// status for a channel with nowhere to connect (port 1, where nobody listens), against an UNAVAILABLE
+// that a server sends.
+TEST(LoadTest, OnlyCallsThatFoundNoConnectionAreRetried) {
+  client::ConnectionOptions o;
+  o.address = "127.0.0.1:1";  // privileged: nothing of ours listens there
+  o.default_timeout = std::chrono::seconds(10);
+  auto c = client::CoordinatorClient::Connect(o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto models = (*c)->ListModels();
+  ASSERT_FALSE(models.ok());
+  EXPECT_TRUE(bench::IsUndeliveredCall(models.status())) << models.status();
+  EXPECT_FALSE(bench::IsUndeliveredCall(absl::UnavailableError("no worker is ready")));
+  EXPECT_FALSE(bench::IsUndeliveredCall(absl::DeadlineExceededError(
+      "failed to connect to all addresses")));  // only UNAVAILABLE
+  EXPECT_FALSE(bench::IsUndeliveredCall(absl::OkStatus()));
 }
 
 }  // namespace

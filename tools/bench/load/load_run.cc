@@ -10,6 +10,7 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "sparsefill/common/status.h"
 #include "tools/bench/load/cache_check.h"
@@ -25,6 +26,7 @@ using Clock = std::chrono::steady_clock;
 
 // From the last request of a phase to its RSS snapshot.
 constexpr std::chrono::seconds kSettle(2);
+
 
 double Since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -69,6 +71,33 @@ class LoadState {
     }
   }
 
+  // Runs `call` until it reaches the coordinator, for at most options_.unreachable_limit of
+  // retries (a pause of 250 ms between them); returns its last result.
+  template <typename Call>
+  auto Deliver(int32_t c, Call&& call) -> decltype(call()) {
+    const Clock::time_point t0 = Clock::now();
+    auto result = call();
+    while (!StatusOf(result).ok() && IsUndeliveredCall(StatusOf(result)) &&
+           Clock::now() - t0 < options_.unreachable_limit) {
+      NoteUndelivered(c, StatusOf(result));
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      result = call();
+    }
+    return result;
+  }
+  static absl::Status StatusOf(const absl::Status& s) { return s; }
+  template <typename T>
+  static absl::Status StatusOf(const absl::StatusOr<T>& s) {
+    return s.status();
+  }
+  void NoteUndelivered(int32_t c, const absl::Status& s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++undelivered_;
+    if (first_undelivered_.empty()) {
+      first_undelivered_ = absl::StrCat("client ", c, ": ", s.ToString());
+    }
+  }
+
   // One client: requests [next_, end) until none are left, then re-verifies and deletes what it
   // still holds.
   void RunClient(int32_t c, int64_t end, std::deque<Kept>& kept) {
@@ -85,7 +114,8 @@ class LoadState {
       // footprint before the RSS baseline, so growth after it means memory that is not reused.
       const LoadRequest r = warmup_ ? workload_.Valid(1) : workload_.Next(rng);
       const Clock::time_point t0 = Clock::now();
-      auto result = (*client)->Prefill(r.request, {}, {.timeout = options_.timeout});
+      auto result = Deliver(
+          c, [&] { return (*client)->Prefill(r.request, {}, {.timeout = options_.timeout}); });
       const double seconds = Since(t0);
       const absl::StatusCode code = result.status().code();
       if (IsMalformed(r.kind)) {
@@ -125,7 +155,8 @@ class LoadState {
         continue;
       }
       Record(kReady, r.kind, seconds, result->stats.num_tokens);
-      auto digest = StreamAndVerify(**client, result->cache.id, options_.timeout);
+      auto digest =
+          Deliver(c, [&] { return StreamAndVerify(**client, result->cache.id, options_.timeout); });
       if (!digest.ok()) {
         Violation(absl::StrCat("READY cache ", result->cache.id.ToHex(),
                                " did not stream back intact: ", digest.status().ToString()));
@@ -134,31 +165,32 @@ class LoadState {
       CheckPrompt(r.prompt, *digest, result->cache.id);
       kept.push_back({result->cache.id, *std::move(digest)});
       while (static_cast<int32_t>(kept.size()) > options_.keep_per_client) {
-        Retire(**client, kept.front());
+        Retire(c, **client, kept.front());
         kept.pop_front();
       }
     }
     while (!kept.empty()) {
-      Retire(**client, kept.front());
+      Retire(c, **client, kept.front());
       kept.pop_front();
     }
   }
 
   // The second read of a cache (after other requests ran), then its deletion.
-  void Retire(client::CoordinatorClient& client, const Kept& k) {
-    auto again = StreamAndVerify(client, k.id, options_.timeout);
+  void Retire(int32_t c, client::CoordinatorClient& client, const Kept& k) {
+    auto again = Deliver(c, [&] { return StreamAndVerify(client, k.id, options_.timeout); });
     absl::Status s = again.ok() ? CompareDigests(k.digest, *again) : again.status();
     if (!s.ok()) {
       Violation(absl::StrCat("cache ", k.id.ToHex(), " on its second read: ", s.ToString()));
     } else {
       ++verified_;
     }
-    absl::Status del = client.DeleteCache(k.id, {.timeout = options_.timeout});
+    absl::Status del =
+        Deliver(c, [&] { return client.DeleteCache(k.id, {.timeout = options_.timeout}); });
     if (!del.ok()) {
       Violation(absl::StrCat("DeleteCache ", k.id.ToHex(), ": ", del.ToString()));
       return;
     }
-    auto gone = client.GetCache(k.id, {.timeout = options_.timeout});
+    auto gone = Deliver(c, [&] { return client.GetCache(k.id, {.timeout = options_.timeout}); });
     if (gone.status().code() != absl::StatusCode::kNotFound) {
       Violation(absl::StrCat("cache ", k.id.ToHex(), " after DeleteCache: ",
                              gone.ok() ? "still there" : gone.status().ToString()));
@@ -191,6 +223,8 @@ class LoadState {
   std::map<int, std::array<int64_t, kNumOutcomes>> by_kind_;
   std::map<int32_t, uint64_t> prompt_digest_;
   int64_t ready_tokens_ = 0;
+  int64_t undelivered_ = 0;        // calls retried because no connection could be made
+  std::string first_undelivered_;  // the first of them, for the report
 };
 
 struct ServerMemory {
@@ -270,6 +304,11 @@ class AdmissionWatch {
 };
 
 }  // namespace
+
+bool IsUndeliveredCall(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kUnavailable &&
+         absl::StrContains(s.message(), "failed to connect to all addresses");
+}
 
 nlohmann::json LatencySummary(std::vector<double> s) {
   if (s.empty()) return {{"count", 0}};
@@ -460,6 +499,7 @@ absl::StatusOr<LoadResult> RunLoadTest(const LoadOptions& o) {
               {"other", totals[kOther]},
               {"malformed_sent", r.malformed},
               {"caches_verified_twice_and_deleted", r.verified_caches},
+              {"undelivered_calls_retried", state.undelivered_},
               {"by_kind", by_kind}}},
             {"latency_by_outcome", latency},
             {"throughput",
@@ -473,6 +513,9 @@ absl::StatusOr<LoadResult> RunLoadTest(const LoadOptions& o) {
             {"admission", watch.Json()},
             {"violations", v},
             {"ok", v.empty()}};
+  if (!state.first_undelivered_.empty()) {
+    r.json["counts"]["first_undelivered_call"] = state.first_undelivered_;
+  }
   if (!v.empty()) {
     r.json["coordinator_log_tail"] = cluster->LogTail("coordinator", 3000);
   }
