@@ -64,8 +64,8 @@ TEST(LoadTest, ShortRunKeepsEveryProperty) {
 }
 
 // The load test retries only calls that never reached a server. Its test of that is gRPC's own
-// status for a channel with nowhere to connect (port 1, where nobody listens), against an UNAVAILABLE
-// that a server sends.
+// status for a channel with nowhere to connect (port 1, where nobody listens), against an
+// UNAVAILABLE that a server sends.
 TEST(LoadTest, OnlyCallsThatFoundNoConnectionAreRetried) {
   client::ConnectionOptions o;
   o.address = "127.0.0.1:1";  // privileged: nothing of ours listens there
@@ -76,8 +76,8 @@ TEST(LoadTest, OnlyCallsThatFoundNoConnectionAreRetried) {
   ASSERT_FALSE(models.ok());
   EXPECT_TRUE(bench::IsUndeliveredCall(models.status())) << models.status();
   EXPECT_FALSE(bench::IsUndeliveredCall(absl::UnavailableError("no worker is ready")));
-  EXPECT_FALSE(bench::IsUndeliveredCall(absl::DeadlineExceededError(
-      "failed to connect to all addresses")));  // only UNAVAILABLE
+  EXPECT_FALSE(bench::IsUndeliveredCall(
+      absl::DeadlineExceededError("failed to connect to all addresses")));  // only UNAVAILABLE
   EXPECT_FALSE(bench::IsUndeliveredCall(absl::OkStatus()));
 }
 

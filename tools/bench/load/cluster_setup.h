@@ -24,14 +24,25 @@ struct ClusterSetup {
   std::vector<std::string> coordinator_flags;
 };
 
-absl::StatusOr<std::unique_ptr<tools::LocalCluster>> StartSetupCluster(const ClusterSetup& setup);
-
 absl::StatusOr<std::unique_ptr<client::CoordinatorClient>> ConnectTo(
     const std::string& address, std::chrono::milliseconds timeout);
 
-// The model as the coordinator describes it (waits up to `timeout` for the workers to answer).
-absl::StatusOr<client::ModelInfo> AwaitModel(client::CoordinatorClient& client,
-                                             const std::string& name,
-                                             std::chrono::milliseconds timeout);
+// What a load or soak run starts from: the cluster up and serving "tiny", a client of its
+// coordinator, the model as the coordinator describes it, and the novel (its text left empty when
+// the model has no tokenizer, since text requests would then be malformed).
+struct StartedCluster {
+  std::unique_ptr<tools::LocalCluster> cluster;
+  std::unique_ptr<client::CoordinatorClient> probe;  // call deadline `timeout` of StartCluster
+  client::ModelInfo model;
+  std::vector<int32_t> novel_ids;
+  std::string novel_text;
+};
+
+// Reads the novel's token ids (`novel_tokens`, .u32) and text (`novel_text`; empty: none), starts
+// the cluster and waits up to a minute for the coordinator to list the model.
+absl::StatusOr<StartedCluster> StartCluster(const ClusterSetup& setup,
+                                            const std::string& novel_tokens,
+                                            const std::string& novel_text,
+                                            std::chrono::milliseconds timeout);
 
 }  // namespace sparsefill::bench

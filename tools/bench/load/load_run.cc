@@ -17,7 +17,6 @@
 #include "tools/bench/load/metrics_probe.h"
 #include "tools/bench/load/proc_stats.h"
 #include "tools/bench/load/workload.h"
-#include "tools/sparsefill/token_file.h"
 
 namespace sparsefill::bench {
 namespace {
@@ -26,7 +25,6 @@ using Clock = std::chrono::steady_clock;
 
 // From the last request of a phase to its RSS snapshot.
 constexpr std::chrono::seconds kSettle(2);
-
 
 double Since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -342,19 +340,13 @@ absl::StatusOr<LoadResult> RunLoadTest(const LoadOptions& o) {
         std::string("--metrics-listen"), std::string("127.0.0.1:0")}) {
     setup.coordinator_flags.push_back(f);
   }
-  SF_ASSIGN_OR_RETURN(std::vector<int32_t> ids, tools::ReadTokenFile(o.novel_tokens));
-  std::string text;
-  if (!o.novel_text.empty()) {
-    SF_ASSIGN_OR_RETURN(text, tools::ReadFileBytes(o.novel_text));
-  }
-
   log(absl::StrCat("starting ", setup.workers, " workers + coordinator (logs in ", setup.work_dir,
                    "/logs)"));
-  SF_ASSIGN_OR_RETURN(std::unique_ptr<tools::LocalCluster> cluster, StartSetupCluster(setup));
-  SF_ASSIGN_OR_RETURN(auto probe, ConnectTo(cluster->coordinator_address(), o.timeout));
-  SF_ASSIGN_OR_RETURN(const client::ModelInfo model,
-                      AwaitModel(*probe, "tiny", std::chrono::seconds(60)));
-  if (!model.has_tokenizer) text.clear();
+  SF_ASSIGN_OR_RETURN(StartedCluster started,
+                      StartCluster(setup, o.novel_tokens, o.novel_text, o.timeout));
+  const std::unique_ptr<tools::LocalCluster>& cluster = started.cluster;
+  const client::ModelInfo& model = started.model;
+  const std::string& text = started.novel_text;
 
   WorkloadOptions wo;
   wo.vocab_size = model.vocab_size;
@@ -363,7 +355,8 @@ absl::StatusOr<LoadResult> RunLoadTest(const LoadOptions& o) {
   wo.min_tokens = std::min(o.min_tokens, wo.server_max_tokens);
   wo.max_tokens = wo.server_max_tokens;
   wo.malformed_fraction = o.malformed_fraction;
-  SF_ASSIGN_OR_RETURN(const Workload workload, Workload::Create(wo, ids, text, o.seed));
+  SF_ASSIGN_OR_RETURN(const Workload workload,
+                      Workload::Create(wo, started.novel_ids, text, o.seed));
 
   SF_ASSIGN_OR_RETURN(const std::string metrics_address,
                       MetricsAddress(cluster->coordinator().Stdout()));

@@ -15,7 +15,6 @@
 #include "tools/bench/load/cache_check.h"
 #include "tools/bench/load/load_run.h"
 #include "tools/bench/load/workload.h"
-#include "tools/sparsefill/token_file.h"
 
 namespace sparsefill::bench {
 namespace {
@@ -238,23 +237,19 @@ absl::StatusOr<SoakResult> RunSoakTest(const SoakOptions& o) {
                         std::string("--health-timeout-ms"), std::string("1000")}) {
     setup.coordinator_flags.push_back(f);
   }
-  SF_ASSIGN_OR_RETURN(std::vector<int32_t> ids, tools::ReadTokenFile(o.novel_tokens));
-  std::string text;
-  if (!o.novel_text.empty()) {
-    SF_ASSIGN_OR_RETURN(text, tools::ReadFileBytes(o.novel_text));
-  }
-  SF_ASSIGN_OR_RETURN(std::unique_ptr<tools::LocalCluster> cluster, StartSetupCluster(setup));
-  SF_ASSIGN_OR_RETURN(auto probe, ConnectTo(cluster->coordinator_address(), o.deadline));
-  SF_ASSIGN_OR_RETURN(const client::ModelInfo model,
-                      AwaitModel(*probe, "tiny", std::chrono::seconds(60)));
-  if (!model.has_tokenizer) text.clear();
+  SF_ASSIGN_OR_RETURN(StartedCluster started,
+                      StartCluster(setup, o.novel_tokens, o.novel_text, o.deadline));
+  const std::unique_ptr<tools::LocalCluster>& cluster = started.cluster;
+  const client::ModelInfo& model = started.model;
+  client::CoordinatorClient* probe = started.probe.get();
   WorkloadOptions wo;
   wo.vocab_size = model.vocab_size;
   wo.server_max_tokens = o.max_tokens;
   wo.min_tokens = std::min(o.min_tokens, o.max_tokens);
   wo.max_tokens = o.max_tokens;
   wo.malformed_fraction = 0;
-  SF_ASSIGN_OR_RETURN(const Workload workload, Workload::Create(wo, ids, text, o.seed));
+  SF_ASSIGN_OR_RETURN(const Workload workload,
+                      Workload::Create(wo, started.novel_ids, started.novel_text, o.seed));
 
   Soak soak(o, workload, *cluster);
   const Clock::time_point end = Clock::now() + std::chrono::duration_cast<Clock::duration>(
