@@ -42,8 +42,9 @@ class WorkerHealthMetricSet {
 // sparsefill_stream_bytes_total and sparsefill_stream_chunks_total{kind="hot"|"cold"}: KV block
 // bytes the coordinator passed on to decode nodes (StreamCache and FetchBlocks), and on a worker
 // what it streamed to decode nodes directly (StreamShard, on a coordinator-issued ticket);
-// sparsefill_stream_open_streams: StreamCache calls in progress, so that a stream that is open but
-// moves no bytes can be told apart from no stream at all (the stalled-stream alert).
+// sparsefill_stream_open_streams: StreamCache calls in progress (on a worker: StreamShard calls),
+// so that a stream that is open but moves no bytes can be told apart from no stream at all (the
+// stalled-stream alert).
 class StreamMetricSet {
  public:
   explicit StreamMetricSet(prometheus::Registry& registry);

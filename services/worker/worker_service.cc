@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "services/rpc/convert.h"
 #include "services/rpc/deadline.h"
@@ -342,6 +343,13 @@ grpc::Status WorkerService::StreamShardWire(
         !grant.Matches(info->tenant, info->token_begin, info->token_end)) {
       return StreamTickets::Denied();
     }
+    // Open from the redeemed ticket to the last chunk, every return path included: the
+    // stalled-stream alert reads it (a direct stream moves no bytes through the coordinator).
+    metrics::StreamMetricSet* const open_metrics = options_.stream_metrics;
+    if (open_metrics != nullptr) open_metrics->StreamOpened();
+    const absl::Cleanup close_stream = [open_metrics] {
+      if (open_metrics != nullptr) open_metrics->StreamClosed();
+    };
     const kvstore::CacheLayout& l = info->layout;
     const int64_t first = info->token_begin / l.block_size;
     const int64_t end = (info->token_end + l.block_size - 1) / l.block_size;
