@@ -53,7 +53,7 @@ void WorkerHealthMetricSet::Set(std::string_view worker_address, bool healthy) {
 StreamMetricSet::StreamMetricSet(prometheus::Registry& registry)
     : open_streams_(prometheus::BuildGauge()
                         .Name("sparsefill_stream_open_streams")
-                        .Help("StreamCache calls in progress")
+                        .Help("KV streams in progress (coordinator: StreamCache calls; worker: direct StreamShard calls)")
                         .Register(registry)
                         .Add({})),
       bytes_(prometheus::BuildCounter()

@@ -75,7 +75,13 @@ TEST(LoadTest, OnlyCallsThatFoundNoConnectionAreRetried) {
   auto models = (*c)->ListModels();
   ASSERT_FALSE(models.ok());
   EXPECT_TRUE(bench::IsUndeliveredCall(models.status())) << models.status();
+  EXPECT_TRUE(bench::IsUndeliveredCall(absl::UnavailableError(
+      "StreamCache: failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1")));
   EXPECT_FALSE(bench::IsUndeliveredCall(absl::UnavailableError("no worker is ready")));
+  // The coordinator's words for a worker it could not reach: the server answered.
+  EXPECT_FALSE(bench::IsUndeliveredCall(
+      absl::UnavailableError("prefill of cache ab: worker 127.0.0.1:5 ExecuteShard: failed to "
+                             "connect to all addresses; last error: UNKNOWN")));
   EXPECT_FALSE(bench::IsUndeliveredCall(
       absl::DeadlineExceededError("failed to connect to all addresses")));  // only UNAVAILABLE
   EXPECT_FALSE(bench::IsUndeliveredCall(absl::OkStatus()));

@@ -69,18 +69,32 @@ class LoadState {
     }
   }
 
-  // Runs `call` until it reaches the coordinator, for at most options_.unreachable_limit of
-  // retries (a pause of 250 ms between them); returns its last result.
+  // Runs `call` until it reaches the coordinator: retried every 250 ms while the outage it is in
+  // is shorter than options_.unreachable_limit. An outage starts at the first undelivered attempt
+  // of any client and ends when any call gets through, so a coordinator that is gone fails every
+  // later call at once instead of each waiting out the limit. `sent` (optional) gets the start
+  // of the attempt that got through, or of the last one.
   template <typename Call>
-  auto Deliver(int32_t c, Call&& call) -> decltype(call()) {
-    const Clock::time_point t0 = Clock::now();
+  auto Deliver(int32_t c, Call&& call, Clock::time_point* sent = nullptr) -> decltype(call()) {
+    Clock::time_point start = Clock::now();
     auto result = call();
-    while (!StatusOf(result).ok() && IsUndeliveredCall(StatusOf(result)) &&
-           Clock::now() - t0 < options_.unreachable_limit) {
-      NoteUndelivered(c, StatusOf(result));
+    bool retried = false;
+    while (IsUndeliveredCall(StatusOf(result))) {
+      const int64_t now = Clock::now().time_since_epoch().count();
+      int64_t since = 0;
+      if (!outage_since_.compare_exchange_strong(since, now)) {
+        if (std::chrono::nanoseconds(Clock::duration(now - since)) >= options_.unreachable_limit) {
+          break;
+        }
+      }
+      NoteUndelivered(c, StatusOf(result), !retried);
+      retried = true;
       std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      start = Clock::now();
       result = call();
     }
+    if (!IsUndeliveredCall(StatusOf(result))) outage_since_ = 0;
+    if (sent != nullptr) *sent = start;
     return result;
   }
   static absl::Status StatusOf(const absl::Status& s) { return s; }
@@ -88,9 +102,10 @@ class LoadState {
   static absl::Status StatusOf(const absl::StatusOr<T>& s) {
     return s.status();
   }
-  void NoteUndelivered(int32_t c, const absl::Status& s) {
+  void NoteUndelivered(int32_t c, const absl::Status& s, bool first_of_call) {
     std::lock_guard<std::mutex> lock(mu_);
-    ++undelivered_;
+    ++undelivered_attempts_;
+    if (first_of_call) ++undelivered_calls_;
     if (first_undelivered_.empty()) {
       first_undelivered_ = absl::StrCat("client ", c, ": ", s.ToString());
     }
@@ -111,9 +126,11 @@ class LoadState {
       // Warm-up sends the longest prompt from every client: the servers reach their peak
       // footprint before the RSS baseline, so growth after it means memory that is not reused.
       const LoadRequest r = warmup_ ? workload_.Valid(1) : workload_.Next(rng);
-      const Clock::time_point t0 = Clock::now();
+      // Latency from the attempt that reached the coordinator (a wait to connect is not the
+      // server's).
+      Clock::time_point t0;
       auto result = Deliver(
-          c, [&] { return (*client)->Prefill(r.request, {}, {.timeout = options_.timeout}); });
+          c, [&] { return (*client)->Prefill(r.request, {}, {.timeout = options_.timeout}); }, &t0);
       const double seconds = Since(t0);
       const absl::StatusCode code = result.status().code();
       if (IsMalformed(r.kind)) {
@@ -221,8 +238,11 @@ class LoadState {
   std::map<int, std::array<int64_t, kNumOutcomes>> by_kind_;
   std::map<int32_t, uint64_t> prompt_digest_;
   int64_t ready_tokens_ = 0;
-  int64_t undelivered_ = 0;        // calls retried because no connection could be made
-  std::string first_undelivered_;  // the first of them, for the report
+  // Calls retried because no connection could be made, their attempts, and the first failure.
+  int64_t undelivered_calls_ = 0;
+  int64_t undelivered_attempts_ = 0;
+  std::string first_undelivered_;
+  std::atomic<Clock::rep> outage_since_{0};  // 0: every recent call got through
 };
 
 struct ServerMemory {
@@ -304,8 +324,15 @@ class AdmissionWatch {
 }  // namespace
 
 bool IsUndeliveredCall(const absl::Status& s) {
-  return s.code() == absl::StatusCode::kUnavailable &&
-         absl::StrContains(s.message(), "failed to connect to all addresses");
+  if (s.code() != absl::StatusCode::kUnavailable) return false;
+  // gRPC's own words, alone or behind the client's "<Method>: " (CoordinatorClient names the
+  // method of a stream): the coordinator's relay of a worker's failure says more before them.
+  absl::string_view m = s.message();
+  if (const size_t colon = m.find(": ");
+      colon != absl::string_view::npos && m.substr(0, colon).find(' ') == absl::string_view::npos) {
+    m.remove_prefix(colon + 2);
+  }
+  return absl::StartsWith(m, "failed to connect to all addresses");
 }
 
 nlohmann::json LatencySummary(std::vector<double> s) {
@@ -492,7 +519,8 @@ absl::StatusOr<LoadResult> RunLoadTest(const LoadOptions& o) {
               {"other", totals[kOther]},
               {"malformed_sent", r.malformed},
               {"caches_verified_twice_and_deleted", r.verified_caches},
-              {"undelivered_calls_retried", state.undelivered_},
+              {"undelivered_calls", state.undelivered_calls_},
+              {"undelivered_attempts", state.undelivered_attempts_},
               {"by_kind", by_kind}}},
             {"latency_by_outcome", latency},
             {"throughput",

@@ -35,8 +35,10 @@ struct LoadOptions {
   int32_t max_queue = 16;           // the coordinator's --max-queue
   int64_t max_inflight_tokens = 0;  // --max-inflight-tokens; 0: 2 x max_tokens
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};  // each call's deadline
-  // A call that finds no connection to the coordinator is retried (every 250 ms) for this long
-  // before it counts as failed; such retries are reported as undelivered_calls_retried.
+  // A call that finds no connection to the coordinator is retried every 250 ms while the outage
+  // (from the first such failure of any client to the next call that gets through) is shorter
+  // than this; after that it fails as it is, so a dead coordinator ends the run quickly. Reported
+  // as undelivered_calls (calls retried at least once) and undelivered_attempts.
   std::chrono::milliseconds unreachable_limit{std::chrono::seconds(30)};
   int32_t keep_per_client = 2;  // READY caches a client holds before re-verifying the oldest
   double rss_tolerance = 0.10;  // after-run RSS vs after-warm-up, per server process
@@ -61,15 +63,16 @@ struct LoadResult {
 // are in `violations`.
 absl::StatusOr<LoadResult> RunLoadTest(const LoadOptions& options);
 
-// p50/p99/mean/max of a set of seconds, as JSON.
 // A call the client could not even deliver: its channel found no connection to the coordinator
 // (gRPC's own UNAVAILABLE, "failed to connect to all addresses"), so the server never saw it.
 // gRPC fails such calls at once while the channel waits out its reconnect backoff (1 s, then
 // longer), and a client that sends its next request right away burns through a whole run in that
-// second. A real client retries them; the load test does too, and counts them. Anything else (the
-// server answering UNAVAILABLE, a stream broken midway) is not retried.
+// second. A real client retries them; the load test does too, and counts them. Anything else is
+// not retried: the server answering UNAVAILABLE (the coordinator passes on a worker it could not
+// reach with the same words, prefixed with what it was doing), a stream broken midway.
 bool IsUndeliveredCall(const absl::Status& status);
 
+// p50/p99/mean/max of a set of seconds, as JSON.
 nlohmann::json LatencySummary(std::vector<double> seconds);
 
 }  // namespace sparsefill::bench

@@ -241,7 +241,7 @@ absl::StatusOr<SoakResult> RunSoakTest(const SoakOptions& o) {
                       StartCluster(setup, o.novel_tokens, o.novel_text, o.deadline));
   const std::unique_ptr<tools::LocalCluster>& cluster = started.cluster;
   const client::ModelInfo& model = started.model;
-  client::CoordinatorClient* probe = started.probe.get();
+  client::CoordinatorClient& probe = *started.probe;
   WorkloadOptions wo;
   wo.vocab_size = model.vocab_size;
   wo.server_max_tokens = o.max_tokens;
@@ -267,7 +267,7 @@ absl::StatusOr<SoakResult> RunSoakTest(const SoakOptions& o) {
   // The service is up at the end: one more request succeeds.
   bool final_ok = false;
   for (int i = 0; i < 10 && !final_ok; ++i) {
-    final_ok = soak.OneRequest(*probe, workload.Smallest(), /*probe=*/true);
+    final_ok = soak.OneRequest(probe, workload.Smallest(), /*probe=*/true);
   }
   std::lock_guard<std::mutex> lock(soak.mu_);
   r.violations = soak.violations_;
