@@ -18,6 +18,7 @@ using OrderedJson = nlohmann::ordered_json;
 // no real model has.
 constexpr int64_t kMaxDim = int64_t{1} << 24;
 constexpr int64_t kMaxLayersOrHeads = 1 << 16;
+constexpr int64_t kMaxHeadDim = int64_t{1} << 16;
 
 std::string Shown(const Json& v) {
   std::string s = v.dump();
@@ -363,14 +364,22 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text,
         absl::StrCat(c.num_kv_heads, " does not divide num_attention_heads ", c.num_heads));
   }
   if (f.Has("head_dim")) {
-    SF_RETURN_IF_ERROR(f.Int32("head_dim", &c.head_dim, true, 2, 1 << 16));
+    SF_RETURN_IF_ERROR(f.Int32("head_dim", &c.head_dim, true, 2, kMaxHeadDim));
   } else {
     if (c.hidden_size % c.num_heads != 0) {
       return f.Error("num_attention_heads",
                      absl::StrCat(c.num_heads, " does not divide hidden_size ", c.hidden_size,
                                   " and there is no head_dim"));
     }
-    c.head_dim = static_cast<int32_t>(c.hidden_size / c.num_heads);
+    const int64_t derived = c.hidden_size / c.num_heads;
+    // The same bounds as a head_dim given outright (a config rewritten with it must parse).
+    if (derived < 2 || derived > kMaxHeadDim) {
+      return f.Error(
+          "num_attention_heads",
+          absl::StrCat("hidden_size ", c.hidden_size, " / ", c.num_heads, " heads gives head_dim ",
+                       derived, ", outside [2, ", kMaxHeadDim, "] (and there is no head_dim)"));
+    }
+    c.head_dim = static_cast<int32_t>(derived);
   }
   if (c.head_dim % 2 != 0) {
     return f.Error("head_dim", absl::StrCat("must be even for RoPE, got ", c.head_dim));

@@ -261,6 +261,12 @@ TEST(ModelConfig, RejectsMalformedFields) {
   ExpectInvalid("{" + base + R"(, "hidden_size": 16.5, "num_attention_heads": 2})", "hidden_size");
   ExpectInvalid("{" + base + R"(, "hidden_size": 16, "num_attention_heads": 3})",
                 "num_attention_heads");  // 3 does not divide 16
+  // A head_dim derived from hidden_size has the bounds of one given outright (the fuzzer's
+  // round trip found 78598 accepted here and refused once written as head_dim).
+  ExpectInvalid("{" + base + R"(, "hidden_size": 78598, "num_attention_heads": 1})",
+                "gives head_dim 78598, outside [2, 65536]");
+  ExpectInvalid("{" + base + R"(, "hidden_size": 2, "num_attention_heads": 2})",
+                "gives head_dim 1, outside [2, 65536]");
   ExpectInvalid(
       "{" + base + R"(, "hidden_size": 16, "num_attention_heads": 4, "num_key_value_heads": 3})",
       "num_key_value_heads");
