@@ -38,6 +38,9 @@ struct FlashParams {
   const int32_t* cu_kv = nullptr;  // [num_seqs + 1]
   // Block-sparse only: per (KV head, query) ascending block lists, -1 padded.
   const int32_t* blocks = nullptr;  // [kv_heads, total_q, max_blocks]
+  // Block-sparse only, optional: each CTA adds the token-key pairs it computed (the keys of its
+  // union times its tokens, masked pairs included): BlockSelection::computed_keys.
+  unsigned long long* computed_keys = nullptr;
   int32_t total_q = 0;
   int32_t total_kv = 0;
   int32_t q_pos0 = 0;

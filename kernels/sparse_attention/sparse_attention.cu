@@ -1,10 +1,14 @@
 // LaunchSparseAttention / LaunchVarlenSparseAttention: check, pick the tile shape, launch.
+#include <atomic>
 #include <cstdint>
+#include <string_view>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/common/flash_launch.cuh"
 #include "kernels/sparse_attention/sparse_attention_kernel.cuh"
+#include "kernels/sparse_attention/sparse_engine.h"
 #include "sparsefill/common/status.h"
 #include "sparsefill/kernels/attention.h"
 
@@ -25,19 +29,22 @@ absl::Status LaunchSparseT(const char* op, const cuda::flash::FlashParams& f, in
       op, cuda::flash::SparseAttentionKernel<kD, kMTiles, kN>, kSmem, f, num_seqs, max_q, stream);
 }
 
+std::atomic<SparseRows> g_rows{SparseRows::kAuto};
+
 // Rows per CTA = tokens x group heads, at most 64 tokens (64-bit token masks): 128 rows when the
 // group has 2+ heads (with 32-key tiles, to stay in registers), 64 rows (64 tokens) without GQA.
 // Fewer tokens per CTA keep the union of their selections close to each token's own list.
 absl::Status LaunchSparse(const char* op, cuda::flash::FlashParams f, const BlockSelection& sel,
                           int head_dim, int num_seqs, int64_t max_q, cudaStream_t stream) {
   f.blocks = sel.blocks;
+  f.computed_keys = sel.computed_keys;
   f.max_blocks = sel.max_blocks;
   f.block_size = sel.block_size;
   f.block_shift = -1;
   for (int shift = 0; shift < 31; ++shift) {
     if ((1 << shift) == sel.block_size) f.block_shift = shift;
   }
-  const bool wide = f.group >= 2;
+  const bool wide = f.group >= 2 && g_rows.load(std::memory_order_relaxed) != SparseRows::k64;
   switch (head_dim) {
     case 64:
       return wide ? LaunchSparseT<64, 2, 32>(op, f, num_seqs, max_q, stream)
@@ -52,6 +59,20 @@ absl::Status LaunchSparse(const char* op, cuda::flash::FlashParams f, const Bloc
 }
 
 }  // namespace
+
+void SetSparseRows(SparseRows rows) { g_rows.store(rows, std::memory_order_relaxed); }
+
+bool ParseSparseRows(std::string_view name, SparseRows* rows) {
+  static constexpr std::pair<std::string_view, SparseRows> kNames[] = {
+      {"auto", SparseRows::kAuto}, {"64", SparseRows::k64}, {"128", SparseRows::k128}};
+  for (const auto& [n, r] : kNames) {
+    if (n == name) {
+      *rows = r;
+      return true;
+    }
+  }
+  return false;
+}
 
 absl::Status LaunchSparseAttention(const AttentionParams& p, const BlockSelection& sel,
                                    cudaStream_t stream) {

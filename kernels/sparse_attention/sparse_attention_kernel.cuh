@@ -80,6 +80,7 @@ __global__ void __launch_bounds__(kThreads) SparseAttentionKernel(const FlashPar
   const int end = my_tok < ntok ? list_at + min(p.max_blocks, (part + 1) * stretch) : 0;
   const int own_block = (first_pos + my_tok) / B;
   const uint64_t my_bit = 1ull << (my_tok & 63);
+  unsigned long long computed = 0;  // keys walked x tokens (BlockSelection::computed_keys)
 
   while (true) {
     // The next window starts at the smallest unvisited entry, so empty ranges cost nothing.
@@ -136,6 +137,7 @@ __global__ void __launch_bounds__(kThreads) SparseAttentionKernel(const FlashPar
     const int last_start = ublk[n_union - 1] * B;
     const int slots = (n_union - 1) * B + min(B, last_pos - last_start + 1);
     const int n_tiles = (slots + kN - 1) / kN;
+    computed += static_cast<unsigned long long>(slots) * ntok;
     const int shift = p.block_shift;
     tile.Pipeline(
         n_tiles,
@@ -159,6 +161,7 @@ __global__ void __launch_bounds__(kThreads) SparseAttentionKernel(const FlashPar
   }
   CpAsyncCommit();
   CpAsyncWait<0>();
+  if (p.computed_keys != nullptr && tid == 0 && computed > 0) atomicAdd(p.computed_keys, computed);
   tile.Finish(p, c);
 }
 

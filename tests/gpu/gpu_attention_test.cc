@@ -20,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/dense_attention/dense_engine.h"
+#include "kernels/sparse_attention/sparse_engine.h"
 #include "sparsefill/common/dtype.h"
 #include "sparsefill/common/rng.h"
 #include "sparsefill/kernels/attention.h"
@@ -212,6 +213,43 @@ std::vector<int32_t> RandomSelection(int64_t num_q, int64_t q_pos0, int32_t kv_h
   return sel;
 }
 
+// The token-key pairs the sparse kernel computes (BlockSelection::computed_keys), counted the way
+// its CTAs work: the queries cut into CTAs of `rows / group` tokens per KV head; per CTA, the
+// union of its tokens' valid entries (0 .. the token's own block; a list ends at its first entry
+// outside that range), merged in windows of 1024 block indices from the smallest unvisited one;
+// per window, its blocks' keys up to the CTA's last position, times the CTA's tokens.
+int64_t ExpectedComputedPairs(const std::vector<int32_t>& lists, int64_t num_q, int64_t q_pos0,
+                              int32_t kv_heads, int32_t group, int32_t block_size,
+                              int32_t max_blocks, int32_t rows) {
+  const int64_t per_cta = rows / group;
+  int64_t total = 0;
+  for (int32_t hk = 0; hk < kv_heads; ++hk) {
+    for (int64_t t0 = 0; t0 < num_q; t0 += per_cta) {
+      const int64_t ntok = std::min(per_cta, num_q - t0);
+      const int64_t last_pos = q_pos0 + t0 + ntok - 1;
+      std::set<int32_t> uni;
+      for (int64_t t = t0; t < t0 + ntok; ++t) {
+        const int32_t own = static_cast<int32_t>((q_pos0 + t) / block_size);
+        const int32_t* list = lists.data() + (static_cast<int64_t>(hk) * num_q + t) * max_blocks;
+        for (int32_t i = 0; i < max_blocks && list[i] >= 0 && list[i] <= own; ++i) {
+          uni.insert(list[i]);
+        }
+      }
+      for (auto it = uni.begin(); it != uni.end();) {
+        const int32_t w0 = *it;
+        int64_t n_union = 0;
+        int32_t last = w0;
+        for (; it != uni.end() && *it < w0 + 1024; ++it, ++n_union) last = *it;
+        const int64_t last_start = int64_t{last} * block_size;
+        total += ((n_union - 1) * block_size +
+                  std::min<int64_t>(block_size, last_pos - last_start + 1)) *
+                 ntok;
+      }
+    }
+  }
+  return total;
+}
+
 struct Seq {
   int32_t q_len, kv_len;
 };
@@ -285,11 +323,29 @@ class GpuAttentionTest : public ::testing::Test {
     BlockSelection hs{blocks.data(), c.max_blocks, c.block_size};
     const absl::Status ref = SparseAttentionRef(r, hs);
     ASSERT_TRUE(ref.ok()) << ref;
-    BlockSelection ds{static_cast<const int32_t*>(dsel.data()), c.max_blocks, c.block_size};
-    const absl::Status st = LaunchSparseAttention(p, ds, stream_);
-    ASSERT_TRUE(st.ok()) << st;
-    CUDA_ASSERT(cudaStreamSynchronize(stream_));
-    ExpectMatches(dout, dlse, want);
+    DeviceBuffer dcount(sizeof(unsigned long long));
+    ASSERT_TRUE(dcount.ok());
+    BlockSelection ds{static_cast<const int32_t*>(dsel.data()), c.max_blocks, c.block_size,
+                      static_cast<unsigned long long*>(dcount.data())};
+    // Both CTA shapes; the default (128 rows with GQA, else 64) last, as the process keeps it.
+    for (const SparseRows rows : {SparseRows::k64, SparseRows::kAuto}) {
+      const int32_t n_rows = rows == SparseRows::k64 || c.group < 2 ? 64 : 128;
+      SCOPED_TRACE(::testing::Message() << "rows per CTA " << n_rows);
+      SetSparseRows(rows);
+      CUDA_ASSERT(cudaMemsetAsync(dout.data(), 0xff, pb.q.bytes.size(), stream_));
+      CUDA_ASSERT(cudaMemsetAsync(dcount.data(), 0, sizeof(unsigned long long), stream_));
+      const absl::Status st = LaunchSparseAttention(p, ds, stream_);
+      ASSERT_TRUE(st.ok()) << st;
+      unsigned long long computed = 0;
+      CUDA_ASSERT(cudaMemcpyAsync(&computed, dcount.data(), sizeof(computed),
+                                  cudaMemcpyDeviceToHost, stream_));
+      CUDA_ASSERT(cudaStreamSynchronize(stream_));
+      ExpectMatches(dout, dlse, want);
+      EXPECT_EQ(static_cast<int64_t>(computed),
+                ExpectedComputedPairs(blocks, c.num_q, q_pos0, c.kv_heads, c.group, c.block_size,
+                                      c.max_blocks, n_rows));
+    }
+    SetSparseRows(SparseRows::kAuto);
   }
 
   cudaStream_t stream_ = nullptr;

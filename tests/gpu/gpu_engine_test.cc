@@ -157,6 +157,13 @@ TEST_P(CudaEngineTest, MatchesCpuEngine) {
     SCOPED_TRACE(absl::StrCat("layer ", li));
     EXPECT_EQ(r.got->layers[li].causal_keys, r.want->layers[li].causal_keys);
     EXPECT_EQ(r.got->layers[li].selected_keys, r.want->layers[li].selected_keys);
+    // The kernel computes at least what was selected (its CTAs' unions); the CPU engine, none.
+    EXPECT_EQ(r.want->layers[li].computed_keys, 0);
+    if (policy == Policy::kDense) {
+      EXPECT_EQ(r.got->layers[li].computed_keys, 0);
+    } else {
+      EXPECT_GE(r.got->layers[li].computed_keys, r.got->layers[li].selected_keys);
+    }
     const auto& g = r.gpu_sink.layers.at(static_cast<int32_t>(li));
     const auto& c = r.cpu_sink.layers.at(static_cast<int32_t>(li));
     EXPECT_TRUE(testing::RelativeL2Near(g.k, c.k, 2e-2)) << "K";

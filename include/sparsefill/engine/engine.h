@@ -94,6 +94,9 @@ struct LayerStats {
   int32_t layer = 0;
   int64_t selected_keys = 0;  // summed over KV heads and query tokens
   int64_t causal_keys = 0;
+  // The cuda backend's sparse attention: token-key pairs its kernel computed, masked ones
+  // included (each CTA computes the union of its tokens' lists for all of them); 0 elsewhere.
+  int64_t computed_keys = 0;
   double sparsity = 0.0;  // 1 - selected / causal
   // 1 - selected / (queries x all N keys): the convention of the PHSA paper's "97.3% at 32K",
   // which divides by the context length rather than by each query's causal keys.

@@ -39,6 +39,10 @@ struct BlockSelection {
   const int32_t* blocks = nullptr;  // [kv_heads, num_q, max_blocks]
   int32_t max_blocks = 0;
   int32_t block_size = 0;
+  // Optional, CUDA only (device memory): the kernel ADDS the token-key pairs it computed, summed
+  // over KV heads. A CTA computes the union of its tokens' lists for each of its tokens (masked
+  // pairs included), so this over the selected keys is what per-token lists cost the CTA shape.
+  unsigned long long* computed_keys = nullptr;
 };
 
 // The CPU backend's attention (fp32 only; other dtypes are InvalidArgument). Both validate first

@@ -86,11 +86,11 @@ struct RunBuffers {
   DeviceBuffer k[2], v[2];
   DeviceBuffer summaries, blocks, select_ws;
   DeviceBuffer importance[2], importance_ws;
-  DeviceBuffer counters;  // [2] u64
+  DeviceBuffer counters;  // [2 slots][selected, computed] u64
   DeviceBuffer kv_f32;    // [2, n, kvd] fp32: K then V, widened for the sink
   PinnedBuffer host_kv[2];
   PinnedBuffer host_importance[2];
-  PinnedBuffer host_counters;  // [2] u64
+  PinnedBuffer host_counters;  // [2 slots][selected, computed] u64
   size_t device_bytes = 0;
 };
 
@@ -245,12 +245,12 @@ absl::StatusOr<RunBuffers> CudaRunner::Allocate(const Sizes& s) {
     SF_RETURN_IF_ERROR(dev(b.k[i], n * s.kvd * 2, "keys"));
     SF_RETURN_IF_ERROR(dev(b.v[i], n * s.kvd * 2, "values"));
   }
-  SF_RETURN_IF_ERROR(dev(b.counters, 16, "key counters"));
+  SF_RETURN_IF_ERROR(dev(b.counters, 32, "key counters"));
   SF_RETURN_IF_ERROR(dev(b.kv_f32, n * s.kvd * 2 * 4, "fp32 K/V for the sink"));
   for (int i = 0; i < 2; ++i) {
     SF_ASSIGN_OR_RETURN(b.host_kv[i], PinnedBuffer::Allocate(n * s.kvd * 2 * 4, "host K/V"));
   }
-  SF_ASSIGN_OR_RETURN(b.host_counters, PinnedBuffer::Allocate(16, "host counters"));
+  SF_ASSIGN_OR_RETURN(b.host_counters, PinnedBuffer::Allocate(32, "host counters"));
   return b;
 }
 
@@ -430,10 +430,14 @@ absl::Status CudaRunner::Layer(int32_t li, const PrefillPlan& plan, const Sizes&
     SF_RETURN_IF_ERROR(kernels::LaunchSelectBlocks(p, b.select_ws.get(), b.select_ws.bytes(), st));
     SF_RETURN_IF_ERROR(LaunchCountSelectedKeys(b.blocks.as<int32_t>(), s.hkv, s.n, sel.topk, 0,
                                                sel.block_size,
-                                               b.counters.as<unsigned long long>() + slot, st));
+                                               b.counters.as<unsigned long long>() + 2 * slot,
+                                               st));
     SF_RETURN_IF_ERROR(mark("selection"));
     SF_RETURN_IF_ERROR(kernels::LaunchSparseAttention(
-        ap, kernels::BlockSelection{b.blocks.as<int32_t>(), sel.topk, sel.block_size}, st));
+        ap,
+        kernels::BlockSelection{b.blocks.as<int32_t>(), sel.topk, sel.block_size,
+                                b.counters.as<unsigned long long>() + 2 * slot + 1},
+        st));
     SF_RETURN_IF_ERROR(mark("sparse attention"));
   }
 
@@ -554,9 +558,9 @@ absl::StatusOr<ShardPrefillResult> CudaRunner::RunOne(const PrefillPlan& plan,
     LayerStats stats;
     stats.layer = li;
     stats.causal_keys = causal_per_layer;
-    stats.selected_keys =
-        plan.dense ? causal_per_layer
-                   : static_cast<int64_t>(b.host_counters.as<unsigned long long>()[slot]);
+    const unsigned long long* counted = b.host_counters.as<unsigned long long>() + 2 * slot;
+    stats.selected_keys = plan.dense ? causal_per_layer : static_cast<int64_t>(counted[0]);
+    stats.computed_keys = plan.dense ? 0 : static_cast<int64_t>(counted[1]);
     stats.sparsity = 1.0 - double(stats.selected_keys) / double(stats.causal_keys);
     stats.context_sparsity = 1.0 - double(stats.selected_keys) / (double(s.hkv) * s.n * s.n);
     stats.seconds = ms / 1e3;
@@ -606,7 +610,8 @@ absl::StatusOr<ShardPrefillResult> CudaRunner::RunOne(const PrefillPlan& plan,
       SF_RETURN_IF_ERROR(timer->Mark("wait for an offload slot", st));
     }
     SF_CUDA_RETURN_IF_ERROR(cudaEventRecord(start[size_t(li)].get(), st), "event");
-    SF_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(b.counters.as<unsigned long long>() + slot, 0, 8, st),
+    SF_CUDA_RETURN_IF_ERROR(
+        cudaMemsetAsync(b.counters.as<unsigned long long>() + 2 * slot, 0, 16, st),
                             "counter reset");
     SF_RETURN_IF_ERROR(Layer(li, plan, s, b, slot, want_importance, lambda, timer.get()));
     SF_CUDA_RETURN_IF_ERROR(cudaEventRecord(end[size_t(li)].get(), st), "event");
@@ -636,8 +641,9 @@ absl::StatusOr<ShardPrefillResult> CudaRunner::RunOne(const PrefillPlan& plan,
           "importance download");
     }
     SF_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(b.host_counters.as<unsigned long long>() + slot,
-                        b.counters.as<unsigned long long>() + slot, 8, cudaMemcpyDeviceToHost, cp),
+        cudaMemcpyAsync(b.host_counters.as<unsigned long long>() + 2 * slot,
+                        b.counters.as<unsigned long long>() + 2 * slot, 16,
+                        cudaMemcpyDeviceToHost, cp),
         "counter download");
     SF_CUDA_RETURN_IF_ERROR(cudaEventRecord(copied[slot].get(), cp), "event");
     if (li > 0) SF_RETURN_IF_ERROR(finish(li - 1));

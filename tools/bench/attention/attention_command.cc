@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/dense_attention/dense_engine.h"
+#include "kernels/sparse_attention/sparse_engine.h"
 #include "sparsefill/common/status.h"
 #include "sparsefill/kernels/attention.h"
 #include "sparsefill/kernels/selection.h"
@@ -148,6 +149,9 @@ Measure FromTorch(const nlohmann::json& j, double flops) {
 struct ConfigResult {
   SelectionConfig cfg;
   Measure selection, sparse, both, flex;
+  Measure sparse_rows64;         // the sparse kernel forced to 64-row CTAs (SparseRows::k64)
+  int64_t computed_pairs = 0;    // token-key pairs the default sparse kernel computed, per KV
+  int64_t computed_pairs64 = 0;  // head summed (BlockSelection::computed_keys); the 64-row one
   Measure selection_materialized;  // --selection-only: block scores through device memory
   int64_t selected_pairs = 0;      // per KV head, summed
   int64_t flex_pairs = 0;
@@ -308,6 +312,30 @@ absl::Status RunOurs(const AttentionArgs& a, const AttentionInputs& in, cudaStre
                                    [&] { return k::LaunchSparseAttention(ap, bs, stream); }),
                            sparse_flops);
     cudaGetLastError();
+    k::SetSparseRows(k::SparseRows::k64);
+    cr.sparse_rows64 = FromStatus(TimeGpu(stream, a.warmup, a.repeats,
+                                          [&] { return k::LaunchSparseAttention(ap, bs, stream); }),
+                                  sparse_flops);
+    cudaGetLastError();
+    // One untimed launch of each shape with the pair counter.
+    {
+      DeviceMemory counter;
+      SF_RETURN_IF_ERROR(counter.Allocate(8));
+      k::BlockSelection counted = bs;
+      counted.computed_keys = static_cast<unsigned long long*>(counter.get());
+      for (const bool rows64 : {false, true}) {
+        k::SetSparseRows(rows64 ? k::SparseRows::k64 : k::SparseRows::kAuto);
+        SF_RETURN_IF_ERROR(Cuda(cudaMemsetAsync(counter.get(), 0, 8, stream), "counter reset"));
+        SF_RETURN_IF_ERROR(k::LaunchSparseAttention(ap, counted, stream));
+        unsigned long long pairs = 0;
+        SF_RETURN_IF_ERROR(
+            Cuda(cudaMemcpyAsync(&pairs, counter.get(), 8, cudaMemcpyDeviceToHost, stream),
+                 "counter download"));
+        SF_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream), "counted launch"));
+        (rows64 ? cr.computed_pairs64 : cr.computed_pairs) = static_cast<int64_t>(pairs);
+      }
+    }
+    k::SetSparseRows(k::SparseRows::kAuto);
     cr.both = FromStatus(TimeGpu(stream, a.warmup, a.repeats,
                                  [&]() -> absl::Status {
                                    SF_RETURN_IF_ERROR(select());
@@ -546,6 +574,15 @@ absl::Status Run(const AttentionArgs& args, int* exit_code) {
                                                                      CausalPairs(r.tokens, 0)),
                                                           4))
                         : Why(c.sparse)});
+      auto computes = [&](int64_t pairs) {
+        return absl::StrCat("computes ",
+                            Fixed(double(pairs) / std::max<int64_t>(1, c.selected_pairs), 2),
+                            "x our keys");
+      };
+      table.AddRow({n, name, "ours sparse, default CTA", "", "",
+                    c.computed_pairs > 0 ? computes(c.computed_pairs) : ""});
+      table.AddRow({n, name, "ours sparse, 64-row CTA", Ms(c.sparse_rows64), Tf(c.sparse_rows64),
+                    c.sparse_rows64.ms ? computes(c.computed_pairs64) : Why(c.sparse_rows64)});
       table.AddRow(
           {n, name, absl::StrCat("FlexAttention (KV block ", c.flex_kv_block, ")"), Ms(c.flex),
            Tf(c.flex),
@@ -557,6 +594,9 @@ absl::Status Run(const AttentionArgs& args, int* exit_code) {
       table.AddRow({n, name, "ours selection + sparse", Ms(c.both), "-", Why(c.both)});
       jr[name] = {{"selection", c.selection.ToJson()},
                   {"sparse", c.sparse.ToJson()},
+                  {"sparse_rows64", c.sparse_rows64.ToJson()},
+                  {"computed_pairs_per_kv_head_sum", c.computed_pairs},
+                  {"computed_pairs_rows64_per_kv_head_sum", c.computed_pairs64},
                   {"selection_plus_sparse", c.both.ToJson()},
                   {"flex", c.flex.ToJson()},
                   {"selected_pairs_per_kv_head_sum", c.selected_pairs},

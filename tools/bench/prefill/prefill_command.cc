@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/dense_attention/dense_engine.h"
+#include "kernels/sparse_attention/sparse_engine.h"
 #include "services/engine/cuda/cuda_runner.h"
 #include "sparsefill/common/dtype.h"
 #include "sparsefill/common/rng.h"
@@ -154,6 +155,8 @@ struct OurRun {
   uint64_t offload_bytes = 0;
   double sink_seconds = 0;
   std::vector<engine::StageTime> stages;
+  int64_t selected_keys = 0;
+  int64_t computed_keys = 0;  // by the sparse attention kernel, over all layers
 };
 
 OurRun RunOurs(Engine& e, const std::vector<int32_t>& tokens, const std::string& policy_name,
@@ -188,6 +191,10 @@ OurRun RunOurs(Engine& e, const std::vector<int32_t>& tokens, const std::string&
   r.offload_bytes = sink.bytes;
   r.sink_seconds = sink.seconds;
   r.stages = res->stages;
+  for (const engine::LayerStats& l : res->layers) {
+    r.selected_keys += l.selected_keys;
+    r.computed_keys += l.computed_keys;
+  }
   return r;
 }
 
@@ -213,6 +220,10 @@ CLI::App* AddPrefillCommand(CLI::App& app, PrefillArgs& a) {
                   "dense attention kernel of the engine: auto, mma.sync, wgmma, wgmma-serial, "
                   "wgmma-pingpong, wgmma-tma, wgmma-tma-pingpong")
       ->capture_default_str();
+  sub->add_option("--sparse-rows", a.sparse_rows,
+                  "CTA shapes of the sparse attention kernel, each timed for every sparse policy: "
+                  "auto, 64, 128 (rows = tokens x GQA group heads)")
+      ->capture_default_str();
   return sub;
 }
 
@@ -225,6 +236,18 @@ int RunPrefill(const PrefillArgs& args) {
                                absl::StrCat("unknown --dense-engine '", a.dense_engine, "'")));
   }
   kernels::SetAutoDenseEngine(dense_engine);
+  std::vector<kernels::SparseRows> sparse_rows;
+  for (const std::string& name : a.sparse_rows) {
+    kernels::SparseRows rows;
+    if (!kernels::ParseSparseRows(name, &rows)) {
+      return Fail("prefill", absl::InvalidArgumentError(absl::StrCat(
+                                 "unknown --sparse-rows '", name, "' (auto, 64 or 128)")));
+    }
+    sparse_rows.push_back(rows);
+  }
+  if (sparse_rows.empty()) {
+    return Fail("prefill", absl::InvalidArgumentError("--sparse-rows needs at least one shape"));
+  }
   if (a.text.empty()) a.text = "../shared/data/pride_and_prejudice.txt";
   if (a.common.out_dir.empty()) a.common.out_dir = DefaultResultsDir();
   for (int64_t n : a.tokens) {
@@ -283,17 +306,29 @@ int RunPrefill(const PrefillArgs& args) {
     }
     return 0;
   };
-  std::vector<std::pair<int64_t, std::string>> runs;
+  struct Run {
+    int64_t n;
+    std::string policy;
+    size_t rows;  // index into a.sparse_rows
+  };
+  std::vector<Run> runs;
   for (int64_t n : a.tokens) {
-    for (const std::string& p : a.policies) runs.push_back({n, p});
+    for (const std::string& p : a.policies) {
+      for (size_t r = 0; r < (p == "dense" ? 1 : sparse_rows.size()); ++r) runs.push_back({n, p, r});
+    }
   }
-  if (a.long_tokens > 0) runs.push_back({a.long_tokens, "infllmv2"});
+  if (a.long_tokens > 0) runs.push_back({a.long_tokens, "infllmv2", 0});
 
   nlohmann::json ours = nlohmann::json::array();
   std::string prompt_source;
   std::unique_ptr<HostOffloadSink> sink;
   int64_t sink_tokens = -1;
-  for (const auto& [n, policy] : runs) {
+  for (const auto& [n, policy, rows] : runs) {
+    kernels::SetSparseRows(sparse_rows[rows]);
+    const std::string run_name =
+        policy == "dense" || a.sparse_rows[rows] == "auto"
+            ? policy
+            : absl::StrCat(policy, "-rows", a.sparse_rows[rows]);
     absl::StatusOr<std::vector<int32_t>> tokens = PromptTokens(e, a, n, &prompt_source);
     if (!tokens.ok()) return Fail("prefill", tokens.status());
     if (sink_tokens != n) {
@@ -310,16 +345,20 @@ int RunPrefill(const PrefillArgs& args) {
         (void)RunOurs(e, *tokens, "infllmv2", *sink);
       }
     }
-    std::printf("prefill %s at %lld tokens...\n", policy.c_str(), static_cast<long long>(n));
+    std::printf("prefill %s at %lld tokens...\n", run_name.c_str(), static_cast<long long>(n));
     std::fflush(stdout);
     OurRun r = RunOurs(e, *tokens, policy, *sink);
+    r.policy = run_name;
     const double floor_s =
         gemm_tflops > 0 ? 2.0 * double(params) * double(n) / (gemm_tflops * 1e12) : 0.0;
     const double ts = torch_seconds(n);
-    nlohmann::json j = {{"policy", r.policy}, {"tokens", n}, {"ok", r.status.ok()}};
+    nlohmann::json j = {{"policy", r.policy},
+                        {"tokens", n},
+                        {"ok", r.status.ok()},
+                        {"sparse_rows", policy == "dense" ? "" : a.sparse_rows[rows]}};
     if (!r.status.ok()) {
       j["status"] = r.status.ToString();
-      table.AddRow({std::to_string(n), policy, "failed", "", "", "", "", "", ""});
+      table.AddRow({std::to_string(n), run_name, "failed", "", "", "", "", "", ""});
     } else {
       j["seconds"] = r.seconds;
       j["tokens_per_second"] = double(n) / r.seconds;
@@ -328,8 +367,16 @@ int RunPrefill(const PrefillArgs& args) {
       j["offload_bytes_bf16"] = r.offload_bytes;
       j["offload_gbps"] = double(r.offload_bytes) / r.seconds / 1e9;
       j["sink_seconds"] = r.sink_seconds;
+      if (policy != "dense" && r.selected_keys > 0) {
+        // What per-token lists cost this CTA shape: pairs computed over pairs selected.
+        j["selected_keys"] = r.selected_keys;
+        j["computed_keys"] = r.computed_keys;
+        j["computed_over_selected"] = double(r.computed_keys) / double(r.selected_keys);
+        std::printf("  %s: the sparse kernel computed %.2fx the selected token-key pairs\n",
+                    run_name.c_str(), double(r.computed_keys) / double(r.selected_keys));
+      }
       nlohmann::json stages = nlohmann::json::array();
-      std::printf("  %s at %lld tokens, device seconds per stage (all layers):", policy.c_str(),
+      std::printf("  %s at %lld tokens, device seconds per stage (all layers):", run_name.c_str(),
                   static_cast<long long>(n));
       for (const engine::StageTime& st : r.stages) {
         stages.push_back({{"stage", st.name}, {"seconds", st.seconds}});
@@ -339,7 +386,7 @@ int RunPrefill(const PrefillArgs& args) {
       j["stage_seconds"] = stages;
       if (floor_s > 0) j["x_gemm_floor"] = r.seconds / floor_s;
       if (ts > 0) j["speedup_vs_torch"] = ts / r.seconds;
-      table.AddRow({std::to_string(n), policy, Fixed(r.seconds, 3), Fixed(double(n) / r.seconds, 0),
+      table.AddRow({std::to_string(n), run_name, Fixed(r.seconds, 3), Fixed(double(n) / r.seconds, 0),
                     Fixed(r.sparsity, 3), Fixed(double(r.peak_bytes) / double(1ull << 30), 1),
                     Fixed(double(r.offload_bytes) / r.seconds / 1e9, 2),
                     floor_s > 0 ? Fixed(r.seconds / floor_s, 2) : "",
@@ -358,6 +405,7 @@ int RunPrefill(const PrefillArgs& args) {
   }
   report.config["prompt"] = prompt_source;
   report.config["dense_engine"] = a.dense_engine;
+  report.config["sparse_rows"] = a.sparse_rows;
   report.results["ours"] = ours;
   report.results["gemm_tflops"] = gemm_tflops;
   for (const auto& j : ours) {

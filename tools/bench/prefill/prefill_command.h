@@ -26,6 +26,8 @@ struct PrefillArgs {
   std::string python = "python3";     // --python
   uint64_t seed = 1;                  // --seed (token ids when no text/tokenizer)
   std::string dense_engine = "auto";  // --dense-engine: the dense attention kernel the engine runs
+  // --sparse-rows: the sparse policies run once per CTA shape listed (auto, 64, 128 rows)
+  std::vector<std::string> sparse_rows = {"auto"};
 };
 CLI::App* AddPrefillCommand(CLI::App& app, PrefillArgs& args);
 int RunPrefill(const PrefillArgs& args);

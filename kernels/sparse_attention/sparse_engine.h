@@ -1,0 +1,23 @@
+// The CTA shape of the CUDA block-sparse attention. Benchmarks force each one to compare them on
+// one device; private to kernels/ (and its tests and benchmarks).
+#pragma once
+
+#include <string_view>
+
+namespace sparsefill::kernels {
+
+// Rows per CTA = tokens x GQA group heads. A CTA computes the union of its tokens' block lists for
+// every one of its tokens, so fewer rows cost less when neighbouring tokens select different
+// blocks, and more rows load each key tile for more queries when they select the same ones.
+enum class SparseRows {
+  kAuto,  // 128 rows when the group has 2+ heads, 64 without GQA (see LaunchSparse)
+  k64,    // 64 rows whatever the group (16 tokens at G 4, 4 at G 16)
+  k128,   // 128 rows (64 when the group has 1 head: the token masks are 64-bit)
+};
+
+// What LaunchSparseAttention runs from now on, process-wide. kAuto restores the built-in choice.
+void SetSparseRows(SparseRows rows);
+// "auto", "64", "128"; false for anything else.
+[[nodiscard]] bool ParseSparseRows(std::string_view name, SparseRows* rows);
+
+}  // namespace sparsefill::kernels
