@@ -84,14 +84,24 @@ void ConvertToF32(const void* src, DType src_type, float* dst, size_t n) {
     case DType::kF32:
       std::memcpy(dst, src, n * 4);
       return;
+    // `src` may be at any address (a chunk read in place from gRPC's slices, a tensor at an odd
+    // offset of a file): each element is loaded through memcpy, which compiles to a plain load.
     case DType::kBF16: {
-      const auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = Bf16ToF32(s[i]);
+      const auto* s = static_cast<const unsigned char*>(src);
+      for (size_t i = 0; i < n; ++i) {
+        uint16_t v;
+        std::memcpy(&v, s + 2 * i, 2);
+        dst[i] = Bf16ToF32(v);
+      }
       return;
     }
     case DType::kF16: {
-      const auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = F16ToF32(s[i]);
+      const auto* s = static_cast<const unsigned char*>(src);
+      for (size_t i = 0; i < n; ++i) {
+        uint16_t v;
+        std::memcpy(&v, s + 2 * i, 2);
+        dst[i] = F16ToF32(v);
+      }
       return;
     }
   }

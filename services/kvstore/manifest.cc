@@ -46,6 +46,7 @@ class Reader {
                                               pos_, ", need ", n, " of ", in_.size() - pos_,
                                               " bytes left)"));
     }
+    if (n == 0) return absl::OkStatus();  // p may be an empty vector's null data()
     std::memcpy(p, in_.data() + pos_, n);
     pos_ += n;
     return absl::OkStatus();

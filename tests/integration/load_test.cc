@@ -48,6 +48,11 @@ TEST(LoadTest, ShortRunKeepsEveryProperty) {
   o.timeout = std::chrono::seconds(120);
   o.seed = seed;
   o.log = [](const std::string& s) { std::printf("load: %s\n", s.c_str()); };
+#if defined(__SANITIZE_ADDRESS__)
+  // Under ASan every server keeps up to 256 MiB of freed memory in its quarantine, so its RSS
+  // measures the sanitizer's allocator: the figure is still reported, the bound not enforced.
+  o.rss_tolerance = 1e9;
+#endif
   auto r = bench::RunLoadTest(o);
   ASSERT_TRUE(r.ok()) << r.status();
   std::printf("%s\n", r->json.dump(2).c_str());

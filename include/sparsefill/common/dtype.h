@@ -39,7 +39,7 @@ inline uint16_t F32ToBf16(float f) {
 float F16ToF32(uint16_t h);
 uint16_t F32ToF16(float f);
 
-// Converts `n` elements of type `src_type` at `src` to fp32 at `dst`.
+// Converts `n` elements of type `src_type` at `src` (any alignment) to fp32 at `dst`.
 void ConvertToF32(const void* src, DType src_type, float* dst, size_t n);
 // Converts `n` fp32 elements to `dst_type` (rounding to nearest even).
 void ConvertFromF32(const float* src, DType dst_type, void* dst, size_t n);
