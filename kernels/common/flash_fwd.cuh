@@ -132,12 +132,14 @@ struct FlashTile {
   static constexpr int kChunks = kD / 8;  // 16-byte chunks per row
   static constexpr int kDTiles = kD / 8;  // n8 accumulator tiles per output row
   // Shared memory: Q [kRows, kD] | K [2][kN, kD] | V [2][kN, kD] | key [2][kN] int32
-  // | token mask [2][kN] u64 (sparse only, but always reserved to keep one layout).
+  // | token mask [2][kN] u64 (sparse only, but always reserved to keep one layout)
+  // | per m-tile of each warp: its tokens' bits u64, its last query position int32 (+ pad).
   static constexpr int kQBytes = kRows * kD * 2;
   static constexpr int kKVBytes = kN * kD * 2;
   static constexpr int kKeyOffset = kQBytes + 4 * kKVBytes;
   static constexpr int kMaskOffset = kKeyOffset + 2 * kN * 4;
-  static constexpr int kSmemBytes = kMaskOffset + 2 * kN * 8;
+  static constexpr int kMtOffset = kMaskOffset + 2 * kN * 8;
+  static constexpr int kSmemBytes = kMtOffset + kWarps * kMTiles * 16;
   static_assert(kD == 64 || kD == 128);
   static_assert(kN == 32 || kN == 64);
   static_assert(kKeyOffset % 16 == 0 && kMaskOffset % 16 == 0);
@@ -156,6 +158,12 @@ struct FlashTile {
   int32_t row_pos[kMTiles][2];  // query position; -1 for padding rows (sees no key)
   int32_t first_pos;            // position of the CTA's first token (row token = pos - first)
   uint64_t all_tokens;          // one bit per token of the CTA
+  // Shared, per 16-row m-tile of each warp: its tokens' bits and its last query position (-1:
+  // padding rows only). A masked tile that none of an m-tile's tokens selected, or whose keys all
+  // come after its last query, leaves that m-tile's softmax state as it is: Compute skips it.
+  // (Shared rather than registers: the 128-row tile is at the register limit.)
+  uint64_t* smt_tokens;   // [kWarps * kMTiles]
+  int32_t* smt_last_pos;  // [kWarps * kMTiles]
 
   int tid, lane, warp;
 
@@ -165,6 +173,8 @@ struct FlashTile {
     sv = reinterpret_cast<__nv_bfloat16*>(smem + kQBytes + 2 * kKVBytes);
     skey = reinterpret_cast<int32_t*>(smem + kKeyOffset);
     smask = reinterpret_cast<uint64_t*>(smem + kMaskOffset);
+    smt_tokens = reinterpret_cast<uint64_t*>(smem + kMtOffset);
+    smt_last_pos = reinterpret_cast<int32_t*>(smem + kMtOffset + kWarps * kMTiles * 8);
     tid = threadIdx.x;
     lane = tid % 32;
     warp = tid / 32;
@@ -192,6 +202,14 @@ struct FlashTile {
     }
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) {
+      if (lane == 0) {  // read after the pipeline's first __syncthreads
+        const int t_lo = (warp * 16 * kMTiles + mt * 16) / p.group;
+        const int t_hi = min((warp * 16 * kMTiles + mt * 16 + 15) / p.group, ntok - 1);
+        uint64_t bits = 0;
+        for (int t = t_lo; t <= t_hi; ++t) bits |= 1ull << (t & 63);
+        smt_tokens[warp * kMTiles + mt] = bits;
+        smt_last_pos[warp * kMTiles + mt] = t_lo <= t_hi ? s.q_pos0 + tok0 + t_hi : -1;
+      }
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) {
         const int t = RowOf(warp, lane, mt, hf) / p.group;
@@ -246,6 +264,29 @@ struct FlashTile {
     const uint32_t v_base = SmemAddr(sv + stage * kN * kD);
     constexpr int kNTiles = kN / 8;
 
+    // Which m-tiles have a slot to keep (warp-uniform): per-token lists that differ from token
+    // to token leave most of a CTA's union unselected by any one m-tile's tokens.
+    bool live[kMTiles];
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt) live[mt] = true;
+    if constexpr (kMask) {
+      bool any = false;
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        const uint64_t tokens = smt_tokens[warp * kMTiles + mt];
+        const int32_t last_pos = smt_last_pos[warp * kMTiles + mt];
+        bool mine = false;
+#pragma unroll
+        for (int i = lane; i < kN; i += 32) {
+          mine =
+              mine || ((smask[stage * kN + i] & tokens) != 0 && skey[stage * kN + i] <= last_pos);
+        }
+        live[mt] = __any_sync(0xffffffffu, mine);
+        any = any || live[mt];
+      }
+      if (!any) return;
+    }
+
     float s[kMTiles][kNTiles][4];
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) {
@@ -261,7 +302,7 @@ struct FlashTile {
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt) {
         const int r = warp * 16 * kMTiles + mt * 16 + lane % 16;
-        LdMatrixX4(a[mt], q_base + 2 * Swizzle<kD>(r, kk * 2 + lane / 16));
+        if (live[mt]) LdMatrixX4(a[mt], q_base + 2 * Swizzle<kD>(r, kk * 2 + lane / 16));
       }
 #pragma unroll
       for (int nb = 0; nb < kNTiles / 2; ++nb) {
@@ -270,6 +311,7 @@ struct FlashTile {
         LdMatrixX4(b, k_base + 2 * Swizzle<kD>(key, kk * 2 + (lane / 8) % 2));
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt) {
+          if (!live[mt]) continue;
           MmaBf16(s[mt][2 * nb], a[mt], b[0], b[1]);
           MmaBf16(s[mt][2 * nb + 1], a[mt], b[2], b[3]);
         }
@@ -279,6 +321,7 @@ struct FlashTile {
     const float neg_inf = -__int_as_float(0x7f800000);
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) {
+      if (!live[mt]) continue;
 #pragma unroll
       for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
@@ -309,6 +352,7 @@ struct FlashTile {
     // Online softmax: rescale what was accumulated when the row maximum grows.
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) {
+      if (!live[mt]) continue;
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) {
         float mx = row_max[mt][hf];
@@ -349,6 +393,7 @@ struct FlashTile {
       uint32_t a[kMTiles][4];
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt) {
+        if (!live[mt]) continue;
         a[mt][0] = PackBf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
         a[mt][1] = PackBf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
         a[mt][2] = PackBf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
@@ -361,6 +406,7 @@ struct FlashTile {
         LdMatrixX4Trans(b, v_base + 2 * Swizzle<kD>(key, db * 2 + lane / 16));
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt) {
+          if (!live[mt]) continue;
           MmaBf16(acc[mt][2 * db], a[mt], b[0], b[1]);
           MmaBf16(acc[mt][2 * db + 1], a[mt], b[2], b[3]);
         }

@@ -12,7 +12,7 @@
 namespace sparsefill::kernels {
 
 enum class DenseEngine {
-  kAuto,     // see LaunchDense in dense_attention.cu: mma.sync until wgmma is verified on sm_90
+  kAuto,     // see LaunchDense in dense_attention.cu: kWgmmaTmaPingPong on sm_90, else mma.sync
   kMmaSync,  // the FlashAttention-2 style engine (kernels/common/flash_fwd.cuh)
   // Hopper warpgroup MMA (dense_attention_wgmma_kernel.cuh), FailedPrecondition on a device
   // other than compute capability 9.0, in three consumer schedules:

@@ -31,9 +31,13 @@ absl::Status LaunchSparseT(const char* op, const cuda::flash::FlashParams& f, in
 
 std::atomic<SparseRows> g_rows{SparseRows::kAuto};
 
-// Rows per CTA = tokens x group heads, at most 64 tokens (64-bit token masks): 128 rows when the
-// group has 2+ heads (with 32-key tiles, to stay in registers), 64 rows (64 tokens) without GQA.
-// Fewer tokens per CTA keep the union of their selections close to each token's own list.
+// Rows per CTA = tokens x group heads, at most 64 tokens (64-bit token masks): 64 rows by default
+// (16 tokens at G 4), 128 rows (32-key tiles, to stay in registers) when forced for a group of
+// 2+ heads. Fewer tokens per CTA keep the union of their selections closer to each token's own
+// list: in the engine's prefill (H200, 128K tokens, qwen3-8b shape, same run) 64 rows computed
+// 4.35x the selected pairs instead of 6.03x and took 27% less sparse-attention time for
+// InfLLM-V2 (28% PHSA, 24% NOSA), while bench attention's inputs, whose neighbouring tokens
+// select nearly the same blocks, timed within 3% either way.
 absl::Status LaunchSparse(const char* op, cuda::flash::FlashParams f, const BlockSelection& sel,
                           int head_dim, int num_seqs, int64_t max_q, cudaStream_t stream) {
   f.blocks = sel.blocks;
@@ -44,7 +48,7 @@ absl::Status LaunchSparse(const char* op, cuda::flash::FlashParams f, const Bloc
   for (int shift = 0; shift < 31; ++shift) {
     if ((1 << shift) == sel.block_size) f.block_shift = shift;
   }
-  const bool wide = f.group >= 2 && g_rows.load(std::memory_order_relaxed) != SparseRows::k64;
+  const bool wide = f.group >= 2 && g_rows.load(std::memory_order_relaxed) == SparseRows::k128;
   switch (head_dim) {
     case 64:
       return wide ? LaunchSparseT<64, 2, 32>(op, f, num_seqs, max_q, stream)

@@ -8,7 +8,9 @@
 // into key tiles (32 or 64 keys), so small blocks (16/32 tokens) are gathered from wherever they
 // lie into full tensor-core tiles and a 128-token block spans several tiles. Each row keeps a slot
 // only when its token selected the slot's block and the key is not after the token (the causal
-// diagonal).
+// diagonal). Key tiles are loaded once per CTA, but a warp computes a tile only for its 16-row
+// m-tiles whose tokens selected one of its slots (FlashTile::Compute): when neighbouring tokens
+// select different blocks the union is several times each list, and most of it is skipped.
 #pragma once
 
 #include <cstdint>

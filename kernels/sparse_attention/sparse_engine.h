@@ -10,7 +10,7 @@ namespace sparsefill::kernels {
 // every one of its tokens, so fewer rows cost less when neighbouring tokens select different
 // blocks, and more rows load each key tile for more queries when they select the same ones.
 enum class SparseRows {
-  kAuto,  // 128 rows when the group has 2+ heads, 64 without GQA (see LaunchSparse)
+  kAuto,  // the built-in choice: 64 rows (see LaunchSparse for the measurements)
   k64,    // 64 rows whatever the group (16 tokens at G 4, 4 at G 16)
   k128,   // 128 rows (64 when the group has 1 head: the token masks are 64-bit)
 };

@@ -327,9 +327,9 @@ class GpuAttentionTest : public ::testing::Test {
     ASSERT_TRUE(dcount.ok());
     BlockSelection ds{static_cast<const int32_t*>(dsel.data()), c.max_blocks, c.block_size,
                       static_cast<unsigned long long*>(dcount.data())};
-    // Both CTA shapes; the default (128 rows with GQA, else 64) last, as the process keeps it.
-    for (const SparseRows rows : {SparseRows::k64, SparseRows::kAuto}) {
-      const int32_t n_rows = rows == SparseRows::k64 || c.group < 2 ? 64 : 128;
+    // Both CTA shapes, then the default (64 rows), which the process keeps.
+    for (const SparseRows rows : {SparseRows::k128, SparseRows::k64, SparseRows::kAuto}) {
+      const int32_t n_rows = rows == SparseRows::k128 && c.group >= 2 ? 128 : 64;
       SCOPED_TRACE(::testing::Message() << "rows per CTA " << n_rows);
       SetSparseRows(rows);
       CUDA_ASSERT(cudaMemsetAsync(dout.data(), 0xff, pb.q.bytes.size(), stream_));

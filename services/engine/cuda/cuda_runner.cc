@@ -430,8 +430,7 @@ absl::Status CudaRunner::Layer(int32_t li, const PrefillPlan& plan, const Sizes&
     SF_RETURN_IF_ERROR(kernels::LaunchSelectBlocks(p, b.select_ws.get(), b.select_ws.bytes(), st));
     SF_RETURN_IF_ERROR(LaunchCountSelectedKeys(b.blocks.as<int32_t>(), s.hkv, s.n, sel.topk, 0,
                                                sel.block_size,
-                                               b.counters.as<unsigned long long>() + 2 * slot,
-                                               st));
+                                               b.counters.as<unsigned long long>() + 2 * slot, st));
     SF_RETURN_IF_ERROR(mark("selection"));
     SF_RETURN_IF_ERROR(kernels::LaunchSparseAttention(
         ap,
@@ -612,7 +611,7 @@ absl::StatusOr<ShardPrefillResult> CudaRunner::RunOne(const PrefillPlan& plan,
     SF_CUDA_RETURN_IF_ERROR(cudaEventRecord(start[size_t(li)].get(), st), "event");
     SF_CUDA_RETURN_IF_ERROR(
         cudaMemsetAsync(b.counters.as<unsigned long long>() + 2 * slot, 0, 16, st),
-                            "counter reset");
+        "counter reset");
     SF_RETURN_IF_ERROR(Layer(li, plan, s, b, slot, want_importance, lambda, timer.get()));
     SF_CUDA_RETURN_IF_ERROR(cudaEventRecord(end[size_t(li)].get(), st), "event");
 
@@ -640,11 +639,10 @@ absl::StatusOr<ShardPrefillResult> CudaRunner::RunOne(const PrefillPlan& plan,
                           size_t(s.hkv * num_blocks) * 4, cudaMemcpyDeviceToHost, cp),
           "importance download");
     }
-    SF_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(b.host_counters.as<unsigned long long>() + 2 * slot,
-                        b.counters.as<unsigned long long>() + 2 * slot, 16,
-                        cudaMemcpyDeviceToHost, cp),
-        "counter download");
+    SF_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(b.host_counters.as<unsigned long long>() + 2 * slot,
+                                            b.counters.as<unsigned long long>() + 2 * slot, 16,
+                                            cudaMemcpyDeviceToHost, cp),
+                            "counter download");
     SF_CUDA_RETURN_IF_ERROR(cudaEventRecord(copied[slot].get(), cp), "event");
     if (li > 0) SF_RETURN_IF_ERROR(finish(li - 1));
   }

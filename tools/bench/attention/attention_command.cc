@@ -149,9 +149,9 @@ Measure FromTorch(const nlohmann::json& j, double flops) {
 struct ConfigResult {
   SelectionConfig cfg;
   Measure selection, sparse, both, flex;
-  Measure sparse_rows64;         // the sparse kernel forced to 64-row CTAs (SparseRows::k64)
-  int64_t computed_pairs = 0;    // token-key pairs the default sparse kernel computed, per KV
-  int64_t computed_pairs64 = 0;  // head summed (BlockSelection::computed_keys); the 64-row one
+  Measure sparse_rows128;          // the sparse kernel forced to 128-row CTAs (SparseRows::k128)
+  int64_t computed_pairs = 0;      // token-key pairs the default sparse kernel computed, per KV
+  int64_t computed_pairs128 = 0;   // head summed (BlockSelection::computed_keys); the 128-row one
   Measure selection_materialized;  // --selection-only: block scores through device memory
   int64_t selected_pairs = 0;      // per KV head, summed
   int64_t flex_pairs = 0;
@@ -312,10 +312,11 @@ absl::Status RunOurs(const AttentionArgs& a, const AttentionInputs& in, cudaStre
                                    [&] { return k::LaunchSparseAttention(ap, bs, stream); }),
                            sparse_flops);
     cudaGetLastError();
-    k::SetSparseRows(k::SparseRows::k64);
-    cr.sparse_rows64 = FromStatus(TimeGpu(stream, a.warmup, a.repeats,
-                                          [&] { return k::LaunchSparseAttention(ap, bs, stream); }),
-                                  sparse_flops);
+    k::SetSparseRows(k::SparseRows::k128);
+    cr.sparse_rows128 =
+        FromStatus(TimeGpu(stream, a.warmup, a.repeats,
+                           [&] { return k::LaunchSparseAttention(ap, bs, stream); }),
+                   sparse_flops);
     cudaGetLastError();
     // One untimed launch of each shape with the pair counter.
     {
@@ -323,8 +324,8 @@ absl::Status RunOurs(const AttentionArgs& a, const AttentionInputs& in, cudaStre
       SF_RETURN_IF_ERROR(counter.Allocate(8));
       k::BlockSelection counted = bs;
       counted.computed_keys = static_cast<unsigned long long*>(counter.get());
-      for (const bool rows64 : {false, true}) {
-        k::SetSparseRows(rows64 ? k::SparseRows::k64 : k::SparseRows::kAuto);
+      for (const bool rows128 : {false, true}) {
+        k::SetSparseRows(rows128 ? k::SparseRows::k128 : k::SparseRows::kAuto);
         SF_RETURN_IF_ERROR(Cuda(cudaMemsetAsync(counter.get(), 0, 8, stream), "counter reset"));
         SF_RETURN_IF_ERROR(k::LaunchSparseAttention(ap, counted, stream));
         unsigned long long pairs = 0;
@@ -332,7 +333,7 @@ absl::Status RunOurs(const AttentionArgs& a, const AttentionInputs& in, cudaStre
             Cuda(cudaMemcpyAsync(&pairs, counter.get(), 8, cudaMemcpyDeviceToHost, stream),
                  "counter download"));
         SF_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream), "counted launch"));
-        (rows64 ? cr.computed_pairs64 : cr.computed_pairs) = static_cast<int64_t>(pairs);
+        (rows128 ? cr.computed_pairs128 : cr.computed_pairs) = static_cast<int64_t>(pairs);
       }
     }
     k::SetSparseRows(k::SparseRows::kAuto);
@@ -581,8 +582,8 @@ absl::Status Run(const AttentionArgs& args, int* exit_code) {
       };
       table.AddRow({n, name, "ours sparse, default CTA", "", "",
                     c.computed_pairs > 0 ? computes(c.computed_pairs) : ""});
-      table.AddRow({n, name, "ours sparse, 64-row CTA", Ms(c.sparse_rows64), Tf(c.sparse_rows64),
-                    c.sparse_rows64.ms ? computes(c.computed_pairs64) : Why(c.sparse_rows64)});
+      table.AddRow({n, name, "ours sparse, 128-row CTA", Ms(c.sparse_rows128), Tf(c.sparse_rows128),
+                    c.sparse_rows128.ms ? computes(c.computed_pairs128) : Why(c.sparse_rows128)});
       table.AddRow(
           {n, name, absl::StrCat("FlexAttention (KV block ", c.flex_kv_block, ")"), Ms(c.flex),
            Tf(c.flex),
@@ -594,9 +595,9 @@ absl::Status Run(const AttentionArgs& args, int* exit_code) {
       table.AddRow({n, name, "ours selection + sparse", Ms(c.both), "-", Why(c.both)});
       jr[name] = {{"selection", c.selection.ToJson()},
                   {"sparse", c.sparse.ToJson()},
-                  {"sparse_rows64", c.sparse_rows64.ToJson()},
+                  {"sparse_rows128", c.sparse_rows128.ToJson()},
                   {"computed_pairs_per_kv_head_sum", c.computed_pairs},
-                  {"computed_pairs_rows64_per_kv_head_sum", c.computed_pairs64},
+                  {"computed_pairs_rows128_per_kv_head_sum", c.computed_pairs128},
                   {"selection_plus_sparse", c.both.ToJson()},
                   {"flex", c.flex.ToJson()},
                   {"selected_pairs_per_kv_head_sum", c.selected_pairs},

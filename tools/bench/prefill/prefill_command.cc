@@ -240,8 +240,8 @@ int RunPrefill(const PrefillArgs& args) {
   for (const std::string& name : a.sparse_rows) {
     kernels::SparseRows rows;
     if (!kernels::ParseSparseRows(name, &rows)) {
-      return Fail("prefill", absl::InvalidArgumentError(absl::StrCat(
-                                 "unknown --sparse-rows '", name, "' (auto, 64 or 128)")));
+      return Fail("prefill", absl::InvalidArgumentError(absl::StrCat("unknown --sparse-rows '",
+                                                                     name, "' (auto, 64 or 128)")));
     }
     sparse_rows.push_back(rows);
   }
@@ -314,7 +314,8 @@ int RunPrefill(const PrefillArgs& args) {
   std::vector<Run> runs;
   for (int64_t n : a.tokens) {
     for (const std::string& p : a.policies) {
-      for (size_t r = 0; r < (p == "dense" ? 1 : sparse_rows.size()); ++r) runs.push_back({n, p, r});
+      for (size_t r = 0; r < (p == "dense" ? 1 : sparse_rows.size()); ++r)
+        runs.push_back({n, p, r});
     }
   }
   if (a.long_tokens > 0) runs.push_back({a.long_tokens, "infllmv2", 0});
@@ -325,10 +326,9 @@ int RunPrefill(const PrefillArgs& args) {
   int64_t sink_tokens = -1;
   for (const auto& [n, policy, rows] : runs) {
     kernels::SetSparseRows(sparse_rows[rows]);
-    const std::string run_name =
-        policy == "dense" || a.sparse_rows[rows] == "auto"
-            ? policy
-            : absl::StrCat(policy, "-rows", a.sparse_rows[rows]);
+    const std::string run_name = policy == "dense" || a.sparse_rows[rows] == "auto"
+                                     ? policy
+                                     : absl::StrCat(policy, "-rows", a.sparse_rows[rows]);
     absl::StatusOr<std::vector<int32_t>> tokens = PromptTokens(e, a, n, &prompt_source);
     if (!tokens.ok()) return Fail("prefill", tokens.status());
     if (sink_tokens != n) {
@@ -386,8 +386,9 @@ int RunPrefill(const PrefillArgs& args) {
       j["stage_seconds"] = stages;
       if (floor_s > 0) j["x_gemm_floor"] = r.seconds / floor_s;
       if (ts > 0) j["speedup_vs_torch"] = ts / r.seconds;
-      table.AddRow({std::to_string(n), run_name, Fixed(r.seconds, 3), Fixed(double(n) / r.seconds, 0),
-                    Fixed(r.sparsity, 3), Fixed(double(r.peak_bytes) / double(1ull << 30), 1),
+      table.AddRow({std::to_string(n), run_name, Fixed(r.seconds, 3),
+                    Fixed(double(n) / r.seconds, 0), Fixed(r.sparsity, 3),
+                    Fixed(double(r.peak_bytes) / double(1ull << 30), 1),
                     Fixed(double(r.offload_bytes) / r.seconds / 1e9, 2),
                     floor_s > 0 ? Fixed(r.seconds / floor_s, 2) : "",
                     ts > 0 ? Fixed(ts / r.seconds, 2) : ""});
