@@ -52,6 +52,9 @@ struct FlashParams {
   int32_t block_size = 0;
   int32_t block_shift = -1;  // log2(block_size) when it is a power of two, else -1
   float scale_log2 = 0.0f;   // softmax scale * log2(e)
+  // Block-sparse only: 0 turns off the per-m-tile skip of FlashTile::Compute (exact either way;
+  // benchmarks time it against the kernel without it, SetSparseTileSkip).
+  int32_t tile_skip = 1;
 };
 
 // One sequence as a CTA sees it. `ok` is false when device-side offsets are malformed; the CTA
@@ -270,21 +273,23 @@ struct FlashTile {
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) live[mt] = true;
     if constexpr (kMask) {
-      bool any = false;
+      if (p.tile_skip != 0) {
+        bool any = false;
 #pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt) {
-        const uint64_t tokens = smt_tokens[warp * kMTiles + mt];
-        const int32_t last_pos = smt_last_pos[warp * kMTiles + mt];
-        bool mine = false;
+        for (int mt = 0; mt < kMTiles; ++mt) {
+          const uint64_t tokens = smt_tokens[warp * kMTiles + mt];
+          const int32_t last_pos = smt_last_pos[warp * kMTiles + mt];
+          bool mine = false;
 #pragma unroll
-        for (int i = lane; i < kN; i += 32) {
-          mine =
-              mine || ((smask[stage * kN + i] & tokens) != 0 && skey[stage * kN + i] <= last_pos);
+          for (int i = lane; i < kN; i += 32) {
+            mine =
+                mine || ((smask[stage * kN + i] & tokens) != 0 && skey[stage * kN + i] <= last_pos);
+          }
+          live[mt] = __any_sync(0xffffffffu, mine);
+          any = any || live[mt];
         }
-        live[mt] = __any_sync(0xffffffffu, mine);
-        any = any || live[mt];
+        if (!any) return;
       }
-      if (!any) return;
     }
 
     float s[kMTiles][kNTiles][4];

@@ -30,6 +30,7 @@ absl::Status LaunchSparseT(const char* op, const cuda::flash::FlashParams& f, in
 }
 
 std::atomic<SparseRows> g_rows{SparseRows::kAuto};
+std::atomic<bool> g_tile_skip{true};
 
 // Rows per CTA = tokens x group heads, at most 64 tokens (64-bit token masks): 64 rows by default
 // (16 tokens at G 4), 128 rows (32-key tiles, to stay in registers) when forced for a group of
@@ -45,6 +46,7 @@ absl::Status LaunchSparse(const char* op, cuda::flash::FlashParams f, const Bloc
   f.max_blocks = sel.max_blocks;
   f.block_size = sel.block_size;
   f.block_shift = -1;
+  f.tile_skip = g_tile_skip.load(std::memory_order_relaxed) ? 1 : 0;
   for (int shift = 0; shift < 31; ++shift) {
     if ((1 << shift) == sel.block_size) f.block_shift = shift;
   }
@@ -65,6 +67,8 @@ absl::Status LaunchSparse(const char* op, cuda::flash::FlashParams f, const Bloc
 }  // namespace
 
 void SetSparseRows(SparseRows rows) { g_rows.store(rows, std::memory_order_relaxed); }
+
+void SetSparseTileSkip(bool on) { g_tile_skip.store(on, std::memory_order_relaxed); }
 
 bool ParseSparseRows(std::string_view name, SparseRows* rows) {
   static constexpr std::pair<std::string_view, SparseRows> kNames[] = {

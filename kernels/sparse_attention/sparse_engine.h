@@ -1,5 +1,5 @@
-// The CTA shape of the CUDA block-sparse attention. Benchmarks force each one to compare them on
-// one device; private to kernels/ (and its tests and benchmarks).
+// The CTA shape and the tile skip of the CUDA block-sparse attention. Benchmarks force each choice
+// to compare them on one device; private to kernels/ (and its tests and benchmarks).
 #pragma once
 
 #include <string_view>
@@ -19,5 +19,10 @@ enum class SparseRows {
 void SetSparseRows(SparseRows rows);
 // "auto", "64", "128"; false for anything else.
 [[nodiscard]] bool ParseSparseRows(std::string_view name, SparseRows* rows);
+
+// Whether a 16-row m-tile skips a masked key tile that none of its tokens selected (on by
+// default; the result is the same either way). Off only to time the skip against the kernel
+// without it, process-wide from now on.
+void SetSparseTileSkip(bool on);
 
 }  // namespace sparsefill::kernels

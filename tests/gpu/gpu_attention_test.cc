@@ -327,23 +327,27 @@ class GpuAttentionTest : public ::testing::Test {
     ASSERT_TRUE(dcount.ok());
     BlockSelection ds{static_cast<const int32_t*>(dsel.data()), c.max_blocks, c.block_size,
                       static_cast<unsigned long long*>(dcount.data())};
-    // Both CTA shapes, then the default (64 rows), which the process keeps.
+    // Both CTA shapes, then the default (64 rows), which the process keeps; each without and
+    // with the m-tile skip (on by default): the skip changes nothing but the time.
     for (const SparseRows rows : {SparseRows::k128, SparseRows::k64, SparseRows::kAuto}) {
-      const int32_t n_rows = rows == SparseRows::k128 && c.group >= 2 ? 128 : 64;
-      SCOPED_TRACE(::testing::Message() << "rows per CTA " << n_rows);
-      SetSparseRows(rows);
-      CUDA_ASSERT(cudaMemsetAsync(dout.data(), 0xff, pb.q.bytes.size(), stream_));
-      CUDA_ASSERT(cudaMemsetAsync(dcount.data(), 0, sizeof(unsigned long long), stream_));
-      const absl::Status st = LaunchSparseAttention(p, ds, stream_);
-      ASSERT_TRUE(st.ok()) << st;
-      unsigned long long computed = 0;
-      CUDA_ASSERT(cudaMemcpyAsync(&computed, dcount.data(), sizeof(computed),
-                                  cudaMemcpyDeviceToHost, stream_));
-      CUDA_ASSERT(cudaStreamSynchronize(stream_));
-      ExpectMatches(dout, dlse, want);
-      EXPECT_EQ(static_cast<int64_t>(computed),
-                ExpectedComputedPairs(blocks, c.num_q, q_pos0, c.kv_heads, c.group, c.block_size,
-                                      c.max_blocks, n_rows));
+      for (const bool skip : {false, true}) {
+        const int32_t n_rows = rows == SparseRows::k128 && c.group >= 2 ? 128 : 64;
+        SCOPED_TRACE(::testing::Message() << "rows per CTA " << n_rows << ", skip " << skip);
+        SetSparseTileSkip(skip);
+        SetSparseRows(rows);
+        CUDA_ASSERT(cudaMemsetAsync(dout.data(), 0xff, pb.q.bytes.size(), stream_));
+        CUDA_ASSERT(cudaMemsetAsync(dcount.data(), 0, sizeof(unsigned long long), stream_));
+        const absl::Status st = LaunchSparseAttention(p, ds, stream_);
+        ASSERT_TRUE(st.ok()) << st;
+        unsigned long long computed = 0;
+        CUDA_ASSERT(cudaMemcpyAsync(&computed, dcount.data(), sizeof(computed),
+                                    cudaMemcpyDeviceToHost, stream_));
+        CUDA_ASSERT(cudaStreamSynchronize(stream_));
+        ExpectMatches(dout, dlse, want);
+        EXPECT_EQ(static_cast<int64_t>(computed),
+                  ExpectedComputedPairs(blocks, c.num_q, q_pos0, c.kv_heads, c.group, c.block_size,
+                                        c.max_blocks, n_rows));
+      }
     }
     SetSparseRows(SparseRows::kAuto);
   }

@@ -150,6 +150,7 @@ struct ConfigResult {
   SelectionConfig cfg;
   Measure selection, sparse, both, flex;
   Measure sparse_rows128;          // the sparse kernel forced to 128-row CTAs (SparseRows::k128)
+  Measure sparse_noskip;           // the default CTA without the m-tile skip (SetSparseTileSkip)
   int64_t computed_pairs = 0;      // token-key pairs the default sparse kernel computed, per KV
   int64_t computed_pairs128 = 0;   // head summed (BlockSelection::computed_keys); the 128-row one
   Measure selection_materialized;  // --selection-only: block scores through device memory
@@ -317,6 +318,13 @@ absl::Status RunOurs(const AttentionArgs& a, const AttentionInputs& in, cudaStre
         FromStatus(TimeGpu(stream, a.warmup, a.repeats,
                            [&] { return k::LaunchSparseAttention(ap, bs, stream); }),
                    sparse_flops);
+    cudaGetLastError();
+    k::SetSparseRows(k::SparseRows::kAuto);
+    k::SetSparseTileSkip(false);
+    cr.sparse_noskip = FromStatus(TimeGpu(stream, a.warmup, a.repeats,
+                                          [&] { return k::LaunchSparseAttention(ap, bs, stream); }),
+                                  sparse_flops);
+    k::SetSparseTileSkip(true);
     cudaGetLastError();
     // One untimed launch of each shape with the pair counter.
     {
@@ -585,6 +593,14 @@ absl::Status Run(const AttentionArgs& args, int* exit_code) {
       table.AddRow({n, name, "ours sparse, 128-row CTA", Ms(c.sparse_rows128), Tf(c.sparse_rows128),
                     c.sparse_rows128.ms ? computes(c.computed_pairs128) : Why(c.sparse_rows128)});
       table.AddRow(
+          {n, name, "ours sparse, no m-tile skip", Ms(c.sparse_noskip), Tf(c.sparse_noskip),
+           c.sparse_noskip.ms && c.sparse.ms
+               ? absl::StrCat(
+                     "skip saves ",
+                     Fixed(100.0 * (1.0 - c.sparse.ms->median() / c.sparse_noskip.ms->median()), 1),
+                     "%")
+               : Why(c.sparse_noskip)});
+      table.AddRow(
           {n, name, absl::StrCat("FlexAttention (KV block ", c.flex_kv_block, ")"), Ms(c.flex),
            Tf(c.flex),
            c.flex.ms ? absl::StrCat(
@@ -596,6 +612,7 @@ absl::Status Run(const AttentionArgs& args, int* exit_code) {
       jr[name] = {{"selection", c.selection.ToJson()},
                   {"sparse", c.sparse.ToJson()},
                   {"sparse_rows128", c.sparse_rows128.ToJson()},
+                  {"sparse_no_tile_skip", c.sparse_noskip.ToJson()},
                   {"computed_pairs_per_kv_head_sum", c.computed_pairs},
                   {"computed_pairs_rows128_per_kv_head_sum", c.computed_pairs128},
                   {"selection_plus_sparse", c.both.ToJson()},

@@ -224,6 +224,10 @@ CLI::App* AddPrefillCommand(CLI::App& app, PrefillArgs& a) {
                   "CTA shapes of the sparse attention kernel, each timed for every sparse policy: "
                   "auto, 64, 128 (rows = tokens x GQA group heads)")
       ->capture_default_str();
+  sub->add_option("--tile-skip", a.tile_skip,
+                  "the sparse kernel's skip of key tiles an m-tile's tokens did not select, each "
+                  "timed for every sparse policy and CTA shape: on, off")
+      ->capture_default_str();
   return sub;
 }
 
@@ -247,6 +251,17 @@ int RunPrefill(const PrefillArgs& args) {
   }
   if (sparse_rows.empty()) {
     return Fail("prefill", absl::InvalidArgumentError("--sparse-rows needs at least one shape"));
+  }
+  std::vector<bool> tile_skip;
+  for (const std::string& v : a.tile_skip) {
+    if (v != "on" && v != "off") {
+      return Fail("prefill", absl::InvalidArgumentError(
+                                 absl::StrCat("unknown --tile-skip '", v, "' (on or off)")));
+    }
+    tile_skip.push_back(v == "on");
+  }
+  if (tile_skip.empty()) {
+    return Fail("prefill", absl::InvalidArgumentError("--tile-skip needs on, off or both"));
   }
   if (a.text.empty()) a.text = "../shared/data/pride_and_prejudice.txt";
   if (a.common.out_dir.empty()) a.common.out_dir = DefaultResultsDir();
@@ -310,25 +325,31 @@ int RunPrefill(const PrefillArgs& args) {
     int64_t n;
     std::string policy;
     size_t rows;  // index into a.sparse_rows
+    size_t skip;  // index into a.tile_skip
   };
   std::vector<Run> runs;
   for (int64_t n : a.tokens) {
     for (const std::string& p : a.policies) {
-      for (size_t r = 0; r < (p == "dense" ? 1 : sparse_rows.size()); ++r)
-        runs.push_back({n, p, r});
+      const bool dense = p == "dense";
+      for (size_t r = 0; r < (dense ? 1 : sparse_rows.size()); ++r) {
+        for (size_t k = 0; k < (dense ? 1 : tile_skip.size()); ++k) runs.push_back({n, p, r, k});
+      }
     }
   }
-  if (a.long_tokens > 0) runs.push_back({a.long_tokens, "infllmv2", 0});
+  if (a.long_tokens > 0) runs.push_back({a.long_tokens, "infllmv2", 0, 0});
 
   nlohmann::json ours = nlohmann::json::array();
   std::string prompt_source;
   std::unique_ptr<HostOffloadSink> sink;
   int64_t sink_tokens = -1;
-  for (const auto& [n, policy, rows] : runs) {
+  for (const auto& [n, policy, rows, skip] : runs) {
     kernels::SetSparseRows(sparse_rows[rows]);
-    const std::string run_name = policy == "dense" || a.sparse_rows[rows] == "auto"
-                                     ? policy
-                                     : absl::StrCat(policy, "-rows", a.sparse_rows[rows]);
+    kernels::SetSparseTileSkip(tile_skip[skip]);
+    std::string run_name = policy;
+    if (policy != "dense" && a.sparse_rows[rows] != "auto") {
+      absl::StrAppend(&run_name, "-rows", a.sparse_rows[rows]);
+    }
+    if (policy != "dense" && !tile_skip[skip]) absl::StrAppend(&run_name, "-noskip");
     absl::StatusOr<std::vector<int32_t>> tokens = PromptTokens(e, a, n, &prompt_source);
     if (!tokens.ok()) return Fail("prefill", tokens.status());
     if (sink_tokens != n) {
@@ -355,7 +376,8 @@ int RunPrefill(const PrefillArgs& args) {
     nlohmann::json j = {{"policy", r.policy},
                         {"tokens", n},
                         {"ok", r.status.ok()},
-                        {"sparse_rows", policy == "dense" ? "" : a.sparse_rows[rows]}};
+                        {"sparse_rows", policy == "dense" ? "" : a.sparse_rows[rows]},
+                        {"tile_skip", policy == "dense" ? "" : a.tile_skip[skip]}};
     if (!r.status.ok()) {
       j["status"] = r.status.ToString();
       table.AddRow({std::to_string(n), run_name, "failed", "", "", "", "", "", ""});
@@ -407,6 +429,7 @@ int RunPrefill(const PrefillArgs& args) {
   report.config["prompt"] = prompt_source;
   report.config["dense_engine"] = a.dense_engine;
   report.config["sparse_rows"] = a.sparse_rows;
+  report.config["tile_skip"] = a.tile_skip;
   report.results["ours"] = ours;
   report.results["gemm_tflops"] = gemm_tflops;
   for (const auto& j : ours) {

@@ -28,6 +28,8 @@ struct PrefillArgs {
   std::string dense_engine = "auto";  // --dense-engine: the dense attention kernel the engine runs
   // --sparse-rows: the sparse policies run once per CTA shape listed (auto, 64, 128 rows)
   std::vector<std::string> sparse_rows = {"auto"};
+  // --tile-skip: each sparse run once per value listed (on, off: the m-tile skip of the kernel)
+  std::vector<std::string> tile_skip = {"on"};
 };
 CLI::App* AddPrefillCommand(CLI::App& app, PrefillArgs& args);
 int RunPrefill(const PrefillArgs& args);
