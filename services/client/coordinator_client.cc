@@ -76,6 +76,7 @@ PrefillStats StatsFromProto(const v1::PrefillStats& p) {
         LayerStats{l.layer(), l.selected_keys(), l.causal_keys(), l.information_loss()});
   }
   s.information_loss = p.information_loss();
+  s.information_loss_queries = p.information_loss_queries();
   s.hidden_rel_l2 = p.hidden_rel_l2();
   s.next_token_kl = p.next_token_kl();
   s.workers = p.workers();
@@ -99,6 +100,11 @@ absl::Status ToProto(const PrefillRequest& r, v1::PrefillRequest* p) {
     return absl::InvalidArgumentError(
         absl::StrCat("ttl_seconds: must not be negative, got ", r.ttl_seconds));
   }
+  if (r.information_loss_queries < -1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "information_loss_queries: ", r.information_loss_queries,
+        ", give a positive number of query positions, -1 (every query) or 0 (the default)"));
+  }
   p->set_model(r.model);
   if (!r.tokens.empty()) {
     p->mutable_tokens()->mutable_ids()->Add(r.tokens.begin(), r.tokens.end());
@@ -120,6 +126,7 @@ absl::Status ToProto(const PrefillRequest& r, v1::PrefillRequest* p) {
   if (s.nosa_observe) o->set_nosa_observe(*s.nosa_observe);
   p->set_measure(r.measure);
   p->set_ttl_seconds(r.ttl_seconds);
+  p->set_information_loss_queries(r.information_loss_queries);
   return absl::OkStatus();
 }
 

@@ -209,6 +209,11 @@ absl::StatusOr<Coordinator::PreparedPrefill> Coordinator::Validate(const Request
                                                    " exceeds the maximum of ", options_.max_ttl_s));
   }
   p.ttl_s = req.ttl_seconds() == 0 ? options_.default_ttl_s : req.ttl_seconds();
+  if (req.information_loss_queries() < -1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "information_loss_queries: ", req.information_loss_queries(),
+        ", give a positive number of query positions, -1 (every query) or 0 (the default)"));
+  }
   if (p.model.num_layers() <= 0 || p.model.kv_heads() <= 0 || p.model.head_dim() <= 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         "model '", req.model(), "': the workers describe it without layers, KV heads or head_dim"));

@@ -74,7 +74,7 @@ absl::Status OnShardEvent(Run* run, size_t r, const std::string& address, int32_
 }
 
 v1::PrefillStats MergeStats(const Run& run, int64_t num_tokens, double seconds, bool measure,
-                            const std::string& policy) {
+                            const std::string& policy, int32_t q_heads) {
   v1::PrefillStats st;
   st.set_num_tokens(num_tokens);
   st.set_seconds(seconds);
@@ -97,6 +97,11 @@ v1::PrefillStats MergeStats(const Run& run, int64_t num_tokens, double seconds, 
   st.set_causal_keys(causal);
   st.set_sparsity(causal > 0 ? 1.0 - static_cast<double>(selected) / causal : 0);
   st.set_information_loss(loss_count > 0 ? loss_sum / loss_count : -1);
+  // Every query head of each measured position counts once per layer (the positions are the
+  // same in every layer).
+  if (loss_count > 0 && q_heads > 0 && !run.layers.empty()) {
+    st.set_information_loss_queries(run.layers[0].loss_count / q_heads);
+  }
   // The rank holding the last token computes the logits-derived measures.
   const v1::ShardDone& last = run.shards.back().stats;
   st.set_hidden_rel_l2(measure ? last.hidden_rel_l2() : -1);
@@ -243,6 +248,7 @@ absl::Status Coordinator::RunPrefill(const RequestContext& rc, const v1::Prefill
                                                 p.tokens.begin() + plan[r].token_end);
     *req.mutable_selection() = p.selection.config;
     req.set_measure(request.measure());
+    req.set_information_loss_queries(request.information_loss_queries());  // 0: the workers'
     req.set_ttl_seconds(p.ttl_s);
     req.set_tenant(rc.tenant);
     WorkerApi* w = healthy[r];
@@ -357,7 +363,8 @@ absl::Status Coordinator::RunPrefill(const RequestContext& rc, const v1::Prefill
 
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const v1::PrefillStats stats = MergeStats(run, n, seconds, request.measure(), entry.policy);
+  const v1::PrefillStats stats =
+      MergeStats(run, n, seconds, request.measure(), entry.policy, p.model.q_heads());
   absl::Status commit = registry_->Update(entry.id, /*sync=*/true, [&](CacheEntry& e) {
     e.state = CacheState::kReady;
     e.layers_ready = num_layers;

@@ -256,6 +256,7 @@ absl::StatusOr<ShardOutcome> Worker::ExecuteShard(
   StoreLayerSink sink(store_.get(), job.id, mine.begin, mine.size(), on_stored);
   engine::PrefillOptions po;
   po.measure = job.measure;
+  po.information_loss_queries = job.information_loss_queries;
   auto result = engine->PrefillShard(plan, job.tokens, *exchange, po, &sink);
   if (!result.ok()) return fail(result.status());
   if (static_cast<int32_t>(sink.stored().size()) != c.num_layers ||

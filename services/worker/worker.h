@@ -75,6 +75,8 @@ struct ShardJob {
   std::vector<int32_t> tokens;  // this rank's shard only
   engine::SelectionConfig selection;
   bool measure = false;
+  // engine::PrefillOptions::information_loss_queries (measure).
+  int32_t information_loss_queries = engine::kDefaultInformationLossQueries;
   int64_t ttl_ms = -1;  // -1: the store's default
   std::string tenant;
   // When the caller gives up (the RPC's deadline); max() for none.

@@ -47,6 +47,14 @@ absl::StatusOr<ShardJob> ToJob(const v1::ShardRequest& req, const Worker& worker
   job.tokens.assign(req.tokens().ids().begin(), req.tokens().ids().end());
   SF_ASSIGN_OR_RETURN(job.selection, rpc::ResolveSelection(req.selection(), engine->config()));
   job.measure = req.measure();
+  if (req.information_loss_queries() < engine::kEveryQuery) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "information_loss_queries: ", req.information_loss_queries(),
+        ", give a positive number of query positions, -1 (every query) or 0 (the default)"));
+  }
+  if (req.information_loss_queries() != 0) {
+    job.information_loss_queries = req.information_loss_queries();
+  }
   if (req.ttl_seconds() < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("ttl_seconds: must be >= 0, got ", req.ttl_seconds()));

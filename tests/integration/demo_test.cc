@@ -76,6 +76,8 @@ TEST(DemoTest, ShortRunReportsEverything) {
   EXPECT_EQ(j["prefill"]["tokens"].get<int64_t>(), 1024);
   EXPECT_GT(j["prefill"]["tokens_per_second"].get<double>(), 0);
   EXPECT_GE(j["prefill"]["information_loss"].get<double>(), 0);  // measured by default
+  // The default sample (1024 positions) covers this prompt: every query.
+  EXPECT_EQ(j["prefill"]["information_loss_queries"].get<int64_t>(), 1024);
   const nlohmann::json& stream = j["sink"]["stream"];
   EXPECT_EQ(stream["checksum_failures"].get<int64_t>(), 0);
   EXPECT_EQ(stream["checksums_verified"].get<int64_t>(),
@@ -83,6 +85,43 @@ TEST(DemoTest, ShortRunReportsEverything) {
   EXPECT_GT(stream["bytes"].get<int64_t>(), 0);
   EXPECT_EQ(j["sink"]["decode"]["top"].size(), 5u);
   EXPECT_THAT(j["text"].get<std::string>(), HasSubstr("pride_and_prejudice"));
+}
+
+// --loss-queries goes from the client through the coordinator to the workers, and the report (and
+// the decode sink's copy of the stats) says how many queries the information loss is over.
+TEST(DemoTest, TheInformationLossSampleIsReported) {
+  auto model = TinyModel(2);
+  ASSERT_TRUE(model.ok()) << model.status();
+  tools::ChildOptions o;
+  o.program = Bin() + "/sparsefill";
+  o.args = {"demo",      "--model", *model,           "--max-tokens", "1024",
+            "--workers", "2",       "--loss-queries", "100"};
+  auto demo = tools::ChildProcess::Spawn(o);
+  ASSERT_TRUE(demo.ok()) << demo.status();
+  auto code = (*demo)->Wait(std::chrono::seconds(120));
+  ASSERT_TRUE(code.ok()) << code.status();
+  ASSERT_EQ(*code, 0) << (*demo)->Stdout();
+  EXPECT_THAT((*demo)->Stdout(), HasSubstr("a stratified sample of 100 of the 1024 queries"));
+
+  o.args.push_back("--json");
+  auto json = tools::ChildProcess::Spawn(o);
+  ASSERT_TRUE(json.ok()) << json.status();
+  code = (*json)->Wait(std::chrono::seconds(120));
+  ASSERT_TRUE(code.ok()) << code.status();
+  ASSERT_EQ(*code, 0) << (*json)->Stdout();
+  const nlohmann::json j = nlohmann::json::parse((*json)->Stdout(), nullptr, false);
+  ASSERT_TRUE(j.is_object()) << (*json)->Stdout();
+  EXPECT_EQ(j["prefill"]["information_loss_queries"].get<int64_t>(), 100);
+
+  o.args = {"demo", "--model", *model, "--max-tokens", "1024", "--loss-queries", "0"};
+  o.stderr_path = ::testing::TempDir() + "/demo_test_bad_loss_queries.err";
+  auto bad = tools::ChildProcess::Spawn(o);
+  ASSERT_TRUE(bad.ok()) << bad.status();
+  code = (*bad)->Wait(std::chrono::seconds(30));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 2);
+  EXPECT_THAT((*bad)->StderrTail(), HasSubstr("--loss-queries 0"));
+  std::filesystem::remove(o.stderr_path);
 }
 
 TEST(DemoTest, SigintStopsEveryProcessAndRemovesTheWorkDirectory) {

@@ -183,6 +183,7 @@ nlohmann::json PrefillJson(const client::PrefillStats& s) {
           {"selected_keys", s.selected_keys},
           {"causal_keys", s.causal_keys},
           {"information_loss", s.information_loss},
+          {"information_loss_queries", s.information_loss_queries},
           {"hidden_rel_l2", s.hidden_rel_l2},
           {"next_token_kl", s.next_token_kl},
           {"workers", s.workers},

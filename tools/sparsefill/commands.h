@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/status/statusor.h"
+
 namespace CLI {
 class App;
 }
@@ -18,6 +20,7 @@ struct PrefillArgs {
   std::string backend = "cpu";
   int64_t max_tokens = 0;  // 0: the whole input
   bool measure = false;
+  std::string loss_queries = "1024";  // --loss-queries, see ParseLossQueries
   bool json = false;
   // Selection overrides (-1: the policy's default).
   int32_t block_size = -1;
@@ -25,6 +28,11 @@ struct PrefillArgs {
   int64_t dense_below = -1;
   float lambda = -1.0f;
 };
+
+// --loss-queries: "all" or -1 (the information loss over every query) or a positive number of
+// query positions (a stratified sample, engine::PrefillOptions::information_loss_queries).
+// InvalidArgument naming the flag otherwise.
+absl::StatusOr<int32_t> ParseLossQueries(const std::string& value);
 
 CLI::App* AddPrefillCommand(CLI::App& app, PrefillArgs& args);
 // Returns the process exit code: 0 on success, 1 on a runtime error, 2 on bad input.
@@ -39,6 +47,7 @@ struct DemoArgs {
   std::string policy = "phsa";
   std::string backend = "cpu";  // the workers' engine backend: cpu|cuda|auto
   bool measure = true;
+  std::string loss_queries = "1024";  // --loss-queries, see ParseLossQueries
   int32_t next_token = -1;  // -1: the token that follows the prompt in the text
   bool json = false;
   double timeout_s = 600;

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <string>
 
+#include "absl/strings/str_cat.h"
+
 namespace sparsefill::tools {
 namespace {
 
@@ -72,6 +74,7 @@ void PrintDemoReport(const DemoReport& r, bool json) {
                             {"selected_keys", s.selected_keys},
                             {"causal_keys", s.causal_keys},
                             {"information_loss", s.information_loss},
+                            {"information_loss_queries", s.information_loss_queries},
                             {"hidden_rel_l2", s.hidden_rel_l2},
                             {"next_token_kl", s.next_token_kl},
                             {"hot_blocks", s.hot_blocks},
@@ -103,10 +106,19 @@ void PrintDemoReport(const DemoReport& r, bool json) {
       "paper's convention)\n",
       100 * s.sparsity, 100 * ContextSparsity(r.prefill));
   if (s.information_loss >= 0) {
+    std::string over;
+    if (s.information_loss_queries <= 0) {
+      over = "queries (how many: not reported)";
+    } else if (s.information_loss_queries >= s.num_tokens) {
+      over = absl::StrCat("all ", s.num_tokens, " queries");
+    } else {
+      over = absl::StrCat("a stratified sample of ", s.information_loss_queries, " of the ",
+                          s.num_tokens, " queries");
+    }
     std::printf(
         "  info loss   %.4f (dense softmax mass outside the selected blocks; mean over "
-        "layers, heads, queries)\n",
-        s.information_loss);
+        "layers, heads and %s)\n",
+        s.information_loss, over.c_str());
     std::printf("  fidelity    final hidden rel. L2 %.4g, next-token KL(dense||sparse) %.4g\n",
                 s.hidden_rel_l2, s.next_token_kl);
   } else {

@@ -4,6 +4,8 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
 #include "sparsefill/common/status.h"
@@ -64,6 +66,7 @@ nlohmann::json ToJson(const PrefillResult& r, const std::string& source, const E
   j["layers"] = layers;
   if (r.measured) {
     j["quality"] = {{"information_loss", r.quality.information_loss},
+                    {"information_loss_queries", r.quality.information_loss_queries},
                     {"hidden_rel_l2", r.quality.hidden_rel_l2},
                     {"attention_rel_l2_sampled", r.quality.attention_rel_l2},
                     {"next_token_kl", r.quality.next_token_kl},
@@ -71,6 +74,12 @@ nlohmann::json ToJson(const PrefillResult& r, const std::string& source, const E
                     {"dense_seconds", r.quality.dense_seconds}};
   }
   return j;
+}
+
+// Over how many queries the information loss was measured, in words.
+std::string LossQueriesNote(int64_t queries, int64_t num_tokens) {
+  if (queries >= num_tokens) return absl::StrFormat("over all %d queries", num_tokens);
+  return absl::StrFormat("over a stratified sample of %d of the %d queries", queries, num_tokens);
 }
 
 void PrintText(const PrefillResult& r, const std::string& source, const Engine& e) {
@@ -99,7 +108,8 @@ void PrintText(const PrefillResult& r, const std::string& source, const Engine& 
   if (r.measured) {
     const auto& q = r.quality;
     std::printf("\nquality against dense attention on the same input\n");
-    std::printf("  information loss          %.6f\n", q.information_loss);
+    std::printf("  information loss          %.6f (%s)\n", q.information_loss,
+                LossQueriesNote(q.information_loss_queries, r.plan.num_tokens).c_str());
     std::printf("  final hidden rel. L2       %.6g\n", q.hidden_rel_l2);
     std::printf("  attention out rel. L2      %.6g (last queries of each layer)\n",
                 q.attention_rel_l2);
@@ -125,6 +135,11 @@ CLI::App* AddPrefillCommand(CLI::App& app, PrefillArgs& a) {
   cmd->add_option("--max-tokens", a.max_tokens, "use only the first N tokens (0: all)");
   cmd->add_flag("--measure", a.measure,
                 "also run dense attention and report information loss and fidelity");
+  cmd->add_option("--loss-queries", a.loss_queries,
+                  "--measure: average the information loss over a stratified sample of N query "
+                  "positions spread over the prompt, or over every query with 'all' (-1; as "
+                  "costly as dense attention scores again)")
+      ->capture_default_str();
   cmd->add_flag("--json", a.json, "print one JSON object");
   cmd->add_option("--block-size", a.block_size, "override the selection block size");
   cmd->add_option("--topk", a.topk, "override the blocks per query (forced ones included)");
@@ -133,11 +148,24 @@ CLI::App* AddPrefillCommand(CLI::App& app, PrefillArgs& a) {
   return cmd;
 }
 
+absl::StatusOr<int32_t> ParseLossQueries(const std::string& value) {
+  int32_t n = 0;
+  if (value == "all") return engine::kEveryQuery;
+  if (!absl::SimpleAtoi(value, &n) || (n <= 0 && n != engine::kEveryQuery)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--loss-queries ", value,
+                     ": give a positive number of query positions, or all (-1) for every query"));
+  }
+  return n;
+}
+
 int RunPrefill(const PrefillArgs& a) {
   if (a.text.empty() == a.tokens.empty()) {
     return Fail(absl::InvalidArgumentError("give exactly one of --text FILE or --tokens FILE"));
   }
   if (a.max_tokens < 0) return Fail(absl::InvalidArgumentError("--max-tokens must be >= 0"));
+  const absl::StatusOr<int32_t> loss_queries = ParseLossQueries(a.loss_queries);
+  if (!loss_queries.ok()) return Fail(loss_queries.status());
   auto policy = engine::ParsePolicy(a.policy);
   if (!policy.ok()) return Fail(policy.status());
 
@@ -180,6 +208,7 @@ int RunPrefill(const PrefillArgs& a) {
   if (!plan.ok()) return Fail(plan.status());
   engine::PrefillOptions po;
   po.measure = a.measure;
+  po.information_loss_queries = *loss_queries;
   auto result = e.Prefill(*plan, ids, po, nullptr);
   if (!result.ok()) return Fail(result.status());
 

@@ -79,6 +79,10 @@ struct PrefillRequest {
   SelectionOverrides selection;
   bool measure = false;     // also report quality against dense attention
   int64_t ttl_seconds = 0;  // 0: the server's default
+  // measure: the information loss over a stratified sample of this many query positions; -1:
+  // every query; 0: the server's default (1024). PrefillStats::information_loss_queries says how
+  // many it was.
+  int32_t information_loss_queries = 0;
 };
 
 enum class CacheState : uint8_t { kUnspecified, kPending, kReady, kFailed };
@@ -116,6 +120,9 @@ struct PrefillStats {
   double information_loss = -1;  // -1 when not measured (also the next two)
   double hidden_rel_l2 = -1;
   double next_token_kl = -1;
+  // Query positions information_loss was measured on (all heads, every layer): num_tokens when
+  // every query was; 0 when not measured or not reported.
+  int64_t information_loss_queries = 0;
   int32_t workers = 0;
   int64_t hot_blocks = 0;
   int64_t cold_blocks = 0;

@@ -55,6 +55,10 @@ class LayerSink {
   virtual bool AcceptsBf16() const { return false; }
 };
 
+// PrefillOptions::information_loss_queries: the default sample, and "every query".
+inline constexpr int32_t kDefaultInformationLossQueries = 1024;
+inline constexpr int32_t kEveryQuery = -1;
+
 // Plain data, decided once per request and logged/compared in tests.
 struct PrefillPlan {
   int64_t num_tokens = 0;
@@ -77,6 +81,11 @@ struct PrefillOptions {
   // attention per layer (measure; a sample, because full dense attention per layer is the cost
   // we avoid).
   int32_t attention_sample_queries = 256;
+  // Query positions over which the information loss is averaged (measure): a stratified sample
+  // of this many spread over the whole prompt (InformationLossPositions), or kEveryQuery (-1) for
+  // all of them, which costs as much as a dense attention pass's scores per layer. Every query
+  // when the prompt has no more. Other values are InvalidArgument.
+  int32_t information_loss_queries = kDefaultInformationLossQueries;
   // Positions at the end of the prompt whose logits are returned.
   int32_t logits_positions = 1;
   // Time every stage of every layer (the cuda backend: events between the kernels of a stage
@@ -102,12 +111,16 @@ struct LayerStats {
   // which divides by the context length rather than by each query's causal keys.
   double context_sparsity = 0.0;
   double information_loss = -1.0;  // mean dense mass outside the selection; -1 when unmeasured
+  int64_t information_loss_queries = 0;  // query positions that mean is over (all heads of each)
   double attention_rel_l2 = -1.0;  // sparse vs dense attention output (sampled queries)
   double seconds = 0.0;
 };
 
 struct Quality {
-  double information_loss = 0.0;  // mean over layers, heads and query tokens
+  double information_loss = 0.0;  // mean over layers, heads and the measured query positions
+  // How many query positions the information loss was measured on (the same ones in every layer,
+  // PrefillOptions::information_loss_queries): num_tokens when every query was.
+  int64_t information_loss_queries = 0;
   double hidden_rel_l2 = 0.0;     // final hidden states, sparse vs dense run
   double attention_rel_l2 = 0.0;  // mean over layers (sampled queries)
   double next_token_kl = 0.0;     // KL(dense || sparse), mean over kl_positions
@@ -165,6 +178,8 @@ class ModelRunner {
     int32_t logits_positions = 1;
     int32_t attention_sample_queries = 0;  // >0: compare with dense on that many last queries
     bool information_loss = false;
+    // information_loss: over InformationLossPositions(n, this) (> 0), or every query (kEveryQuery).
+    int32_t information_loss_queries = kEveryQuery;
     int32_t final_rows = 0;
     std::vector<float>* final_hidden = nullptr;
     // Added to the layer index in exchange calls: the dense reference pass of a measured run

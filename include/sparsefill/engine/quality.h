@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "sparsefill/kernels/attention.h"
@@ -25,6 +26,21 @@ struct InformationLossSum {
 // outside [0, the query's block] (other than -1 padding); duplicate entries count once.
 absl::StatusOr<InformationLossSum> InformationLoss(const kernels::AttentionParams& p,
                                                    const kernels::BlockSelection& sel);
+// The same over some of the queries only: `rows` are indices into p's queries (0 .. num_q - 1,
+// strictly increasing; `sel` still holds the lists of all num_q queries). count is rows.size() x
+// q_heads. InvalidArgument names the first row out of range or out of order.
+absl::StatusOr<InformationLossSum> InformationLoss(const kernels::AttentionParams& p,
+                                                   const kernels::BlockSelection& sel,
+                                                   std::span<const int64_t> rows);
+
+// The query positions of a prompt of `num_tokens` on which a sampled information loss is
+// measured: a stratified sample, one position from each of `count` strata of consecutive
+// positions (stratum i = [floor(i n / count), floor((i + 1) n / count))) at a fixed
+// pseudo-random offset inside it. The strata spread the sample over the whole prompt (a query's
+// loss grows with its position: early queries see all their keys), the offset keeps it from
+// locking onto one position inside every block, and the sample is the same for every rank and
+// every run. Every position when count < 0 or count >= num_tokens. Sorted and distinct.
+std::vector<int64_t> InformationLossPositions(int64_t num_tokens, int64_t count);
 
 // ||got - ref|| / ||ref|| (0 when both are zero, +inf when only ref is); InvalidArgument when the
 // sizes differ. NaN in either input gives NaN.

@@ -183,6 +183,23 @@ absl::StatusOr<ShardPrefillResult> CpuRunner::RunShardImpl(
   const bool nosa = !plan.dense && sel.policy == Policy::kNosa;
   const bool need_importance = nosa || sink != nullptr;
   const bool measure_loss = options.information_loss && !plan.dense;
+  if (options.information_loss && options.information_loss_queries != kEveryQuery &&
+      options.information_loss_queries <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("information_loss_queries ", options.information_loss_queries,
+                     ": give a positive number of query positions, or -1 for every query"));
+  }
+  // The query positions of this shard the information loss is measured on, relative to a (the
+  // same global sample on every rank); empty with every_query_loss.
+  const bool every_query_loss =
+      options.information_loss_queries == kEveryQuery || options.information_loss_queries >= n;
+  std::vector<int64_t> loss_rows;
+  if (options.information_loss && !every_query_loss) {
+    for (int64_t t : InformationLossPositions(n, options.information_loss_queries)) {
+      if (t >= a && t < b) loss_rows.push_back(t - a);
+    }
+  }
+  const int64_t loss_queries = every_query_loss ? ns : static_cast<int64_t>(loss_rows.size());
   const int64_t sample = std::min<int64_t>(std::max(options.attention_sample_queries, 0), n);
   const int64_t sample_begin = std::max(a, n - sample);  // this shard's sampled queries
   const bool measure_attn = sample > 0 && !plan.dense;
@@ -271,7 +288,7 @@ absl::StatusOr<ShardPrefillResult> CpuRunner::RunShardImpl(
       SF_RETURN_IF_ERROR(kernels::DenseAttentionRef(full_params(ap)));
       for (int64_t t = a; t < b; ++t) mine_counts.causal_keys += int64_t{hkv} * (t + 1);
       mine_counts.selected_keys = mine_counts.causal_keys;
-      if (options.information_loss) mine_counts.loss_count = int64_t{hq} * ns;
+      if (options.information_loss) mine_counts.loss_count = int64_t{hq} * loss_queries;
     } else {
       // Summaries of the chunks whose last key is in [a, b), halo keys first.
       std::vector<float> halo_k;
@@ -388,9 +405,10 @@ absl::StatusOr<ShardPrefillResult> CpuRunner::RunShardImpl(
       const auto t_measure = Clock::now();
       if (measure_loss || measure_attn) SF_RETURN_IF_ERROR(with_prefix());
       if (measure_loss) {
-        SF_ASSIGN_OR_RETURN(
-            InformationLossSum loss,
-            InformationLoss(full_params(ap), kernels::BlockSelection{blocks.data(), sel.topk, bs}));
+        const kernels::BlockSelection lists{blocks.data(), sel.topk, bs};
+        SF_ASSIGN_OR_RETURN(InformationLossSum loss,
+                            every_query_loss ? InformationLoss(full_params(ap), lists)
+                                             : InformationLoss(full_params(ap), lists, loss_rows));
         mine_counts.loss_sum = loss.sum;
         mine_counts.loss_count = loss.count;
       }
@@ -468,6 +486,7 @@ absl::StatusOr<ShardPrefillResult> CpuRunner::RunShardImpl(
     stats.context_sparsity = 1.0 - double(total.selected_keys) / (double(hkv) * n * n);
     if (options.information_loss) {
       stats.information_loss = total.loss_count > 0 ? total.loss_sum / total.loss_count : 0.0;
+      stats.information_loss_queries = total.loss_count / hq;  // every head of each position
     }
     if (sample > 0) {
       stats.attention_rel_l2 =

@@ -162,6 +162,11 @@ absl::StatusOr<ShardPrefillResult> Engine::PrefillShardImpl(const PrefillPlan& p
     }
   }
 
+  if (options.information_loss_queries != kEveryQuery && options.information_loss_queries <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("information_loss_queries ", options.information_loss_queries,
+                     ": give a positive number of query positions, or -1 for every query"));
+  }
   ModelRunner::RunOptions run;
   run.logits_positions = std::max(options.logits_positions, 0);
   run.profile_stages = options.profile_stages;
@@ -191,6 +196,7 @@ absl::StatusOr<ShardPrefillResult> Engine::PrefillShardImpl(const PrefillPlan& p
   run.final_rows = static_cast<int32_t>(n);
   run.final_hidden = &hidden;
   run.information_loss = true;
+  run.information_loss_queries = options.information_loss_queries;
   run.attention_sample_queries = options.attention_sample_queries;
   SF_ASSIGN_OR_RETURN(ShardPrefillResult out,
                       runner_->RunShard(plan, shard_tokens, punct, exchange, run, sink));
@@ -241,6 +247,8 @@ absl::StatusOr<ShardPrefillResult> Engine::PrefillShardImpl(const PrefillPlan& p
   }
   const double layers = std::max<size_t>(result.layers.size(), 1);
   q.information_loss = loss / layers;
+  q.information_loss_queries =
+      result.layers.empty() ? 0 : result.layers[0].information_loss_queries;
   q.attention_rel_l2 = attn / layers;
   // Return only the logits the caller asked for.
   const size_t keep = size_t(std::max(options.logits_positions, 0)) * vocab;

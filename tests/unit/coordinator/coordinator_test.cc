@@ -145,6 +145,10 @@ TEST_F(CoordinatorTest, BadInputIsInvalidArgumentNamingIt) {
   r = Tokens(50);
   r.set_ttl_seconds(-1);
   ExpectInvalid(RunPrefill(r, Ctx()).status, "ttl_seconds");
+  r = Tokens(50);
+  r.set_measure(true);
+  r.set_information_loss_queries(-2);
+  ExpectInvalid(RunPrefill(r, Ctx()).status, "information_loss_queries");
 
   // Text goes through a worker's tokenizer; its length limit applies like for ids.
   v1::PrefillRequest text;
@@ -162,6 +166,7 @@ TEST_F(CoordinatorTest, PrefillPlansBlockAlignedShardsAndStreamsProgress) {
   const int64_t n = 100;  // PHSA: 16-token blocks -> 7 blocks over 3 workers: 3, 2, 2
   v1::PrefillRequest req = Tokens(n);
   req.set_measure(true);
+  req.set_information_loss_queries(33);
   PrefillOutcome out = RunPrefill(req, Ctx());
   ASSERT_TRUE(out.status.ok()) << out.status;
   ASSERT_EQ(out.events.size(), 2u + kLayers);
@@ -185,6 +190,8 @@ TEST_F(CoordinatorTest, PrefillPlansBlockAlignedShardsAndStreamsProgress) {
   EXPECT_EQ(done.stats().causal_keys(), 10 * n * kLayers);
   EXPECT_NEAR(done.stats().sparsity(), 0.7, 1e-12);
   EXPECT_NEAR(done.stats().information_loss(), 0.5, 1e-12);
+  // The fake workers measure every query: (loss count of a layer) / q_heads positions.
+  EXPECT_EQ(done.stats().information_loss_queries(), n);
   EXPECT_EQ(done.stats().layers_size(), kLayers);
   EXPECT_NEAR(done.stats().hidden_rel_l2(), 0.01, 1e-12);
 
@@ -208,6 +215,8 @@ TEST_F(CoordinatorTest, PrefillPlansBlockAlignedShardsAndStreamsProgress) {
     EXPECT_EQ(s.selection().policy(), v1::POLICY_PHSA);
     EXPECT_TRUE(s.selection().has_topk() && s.selection().has_block_size() &&
                 s.selection().has_lambda());
+    EXPECT_TRUE(s.measure());
+    EXPECT_EQ(s.information_loss_queries(), 33);  // as the client gave it
   }
   EXPECT_EQ(coord_->admission().inflight_tokens(), 0);
 

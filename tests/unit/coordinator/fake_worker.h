@@ -24,6 +24,7 @@ namespace sparsefill::coordinator::testing {
 namespace v1 = ::sparsefill::v1;
 
 inline constexpr int32_t kLayers = 3;
+inline constexpr int32_t kQHeads = 4;
 inline constexpr int32_t kKvHeads = 2;
 inline constexpr int32_t kHeadDim = 4;
 inline constexpr int64_t kVocab = 1000;
@@ -34,7 +35,7 @@ inline v1::ModelInfo TinyModel() {
   m.set_name("tiny");
   m.set_architecture("Qwen3ForCausalLM");
   m.set_num_layers(kLayers);
-  m.set_q_heads(4);
+  m.set_q_heads(kQHeads);
   m.set_kv_heads(kKvHeads);
   m.set_head_dim(kHeadDim);
   m.set_vocab_size(kVocab);
@@ -123,8 +124,9 @@ class FakeWorker final : public v1::Worker::Service {
       l->set_layer(layer);
       l->set_selected_keys(tokens * 3);
       l->set_causal_keys(tokens * 10);
-      l->set_information_loss_sum(0.5 * tokens);
-      l->set_information_loss_count(tokens);
+      // A loss of 0.5 for every query head of every query of the shard.
+      l->set_information_loss_sum(0.5 * tokens * kQHeads);
+      l->set_information_loss_count(tokens * kQHeads);
       if (!writer->Write(ev)) return {grpc::StatusCode::CANCELLED, "write failed"};
     }
     const int32_t b = req->selection().block_size();

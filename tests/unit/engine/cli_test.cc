@@ -73,6 +73,7 @@ TEST_F(CliTest, PhsaOn16KTokensIsSparseAndMeasured) {
   const double loss = j["quality"]["information_loss"].get<double>();
   EXPECT_GT(loss, 0.0);
   EXPECT_LT(loss, 1.0);
+  EXPECT_EQ(j["quality"]["information_loss_queries"].get<int64_t>(), 1024);  // the default sample
   ASSERT_EQ(j["layers"].size(), 4u);
   for (const auto& l : j["layers"]) {
     EXPECT_GT(l["information_loss"].get<double>(), 0.0);
@@ -81,6 +82,30 @@ TEST_F(CliTest, PhsaOn16KTokensIsSparseAndMeasured) {
   EXPECT_GT(j["quality"]["hidden_rel_l2"].get<double>(), 0.0);
   EXPECT_GE(j["quality"]["next_token_kl"].get<double>(), 0.0);
   std::printf("phsa 16K: %s\n", j.dump().c_str());
+}
+
+// The sampled information loss against the loss over every query, on the novel with the tiny
+// model: the sample (stratified over the prompt) must land close to the full mean, whose early
+// queries lose nothing and late ones most.
+TEST_F(CliTest, SampledInformationLossIsCloseToEveryQuery) {
+  const auto all = Prefill("--max-tokens 8192 --policy phsa --measure --loss-queries all");
+  const auto sampled = Prefill("--max-tokens 8192 --policy phsa --measure --loss-queries 512");
+  ASSERT_EQ(all["attention"], "sparse");
+  EXPECT_EQ(all["quality"]["information_loss_queries"].get<int64_t>(), 8192);
+  EXPECT_EQ(sampled["quality"]["information_loss_queries"].get<int64_t>(), 512);
+  const double full = all["quality"]["information_loss"].get<double>();
+  const double part = sampled["quality"]["information_loss"].get<double>();
+  EXPECT_GT(full, 0.0);
+  EXPECT_NEAR(part, full, 0.002);
+  for (size_t l = 0; l < all["layers"].size(); ++l) {
+    EXPECT_NEAR(sampled["layers"][l]["information_loss"].get<double>(),
+                all["layers"][l]["information_loss"].get<double>(), 0.005);
+  }
+  // Nothing else depends on the sample. (The first 512 queries alone would measure 0: PHSA keeps
+  // 57 blocks of 16, every causal key of the first 912 queries.)
+  EXPECT_EQ(sampled["quality"]["hidden_rel_l2"], all["quality"]["hidden_rel_l2"]);
+  EXPECT_EQ(sampled["selected_keys"], all["selected_keys"]);
+  std::printf("information loss over 8192 queries %.6f, over a sample of 512 %.6f\n", full, part);
 }
 
 TEST_F(CliTest, DenseReportsZeroSparsity) {
@@ -98,6 +123,12 @@ TEST_F(CliTest, BadInputIsRejectedWithItsName) {
                  " --text " + data_ + "/pride_and_prejudice.txt --policy sparse-ish");
   EXPECT_EQ(r.exit_code, 2) << r.out;
   EXPECT_NE(r.out.find("sparse-ish"), std::string::npos) << r.out;
+  for (const char* bad : {"0", "-2", "many"}) {
+    r = RunCommand(testing::BinDir() + "/sparsefill prefill --model " + model_ + " --text " +
+                   data_ + "/pride_and_prejudice.txt --measure --loss-queries " + bad);
+    EXPECT_EQ(r.exit_code, 2) << r.out;
+    EXPECT_NE(r.out.find("--loss-queries " + std::string(bad)), std::string::npos) << r.out;
+  }
 }
 
 }  // namespace

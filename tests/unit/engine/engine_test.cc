@@ -1,6 +1,7 @@
 // The engine on a tiny real checkpoint (written by transformers): sparse paths agree with dense
 // when the budget covers every block, the sink sees every layer, quality is measured, and bad
 // input is rejected with a clear status.
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -90,12 +91,66 @@ TEST_F(EngineTest, SmallBudgetIsSparseAndMeasured) {
   EXPECT_GT(r.quality.hidden_rel_l2, 0.0);
   EXPECT_GE(r.quality.next_token_kl, 0.0);
   EXPECT_EQ(r.quality.kl_positions, 16);
+  // The default sample (1024) is larger than the prompt: every query.
+  EXPECT_EQ(r.quality.information_loss_queries, 600);
   ASSERT_EQ(r.layers.size(), 2u);
   for (const auto& l : r.layers) {
     EXPECT_GT(l.information_loss, 0.0);
+    EXPECT_EQ(l.information_loss_queries, 600);
     EXPECT_GT(l.attention_rel_l2, 0.0);
   }
   EXPECT_EQ(r.logits.size(), static_cast<size_t>(engine_->config().vocab_size));
+}
+
+TEST_F(EngineTest, SampledInformationLossSaysHowManyQueriesAndIsCloseToAll) {
+  SCOPED_TRACE(seed_);
+  Rng rng(seed_);
+  const int64_t n = 1500;
+  const auto tokens = RandomTokens(n, engine_->config().vocab_size, rng);
+  SelectionConfig s = FullBudget(Policy::kInfLlmV2, n);
+  s.topk = 6;
+  PrefillOptions opts;
+  opts.measure = true;
+  opts.information_loss_queries = kEveryQuery;
+  const PrefillResult all = Run(tokens, s, opts);
+  opts.information_loss_queries = 300;
+  const PrefillResult sampled = Run(tokens, s, opts);
+  ASSERT_TRUE(all.measured && sampled.measured);
+  EXPECT_EQ(all.quality.information_loss_queries, n);
+  EXPECT_EQ(sampled.quality.information_loss_queries, 300);
+  ASSERT_EQ(sampled.layers.size(), all.layers.size());
+  for (size_t l = 0; l < all.layers.size(); ++l) {
+    EXPECT_EQ(sampled.layers[l].information_loss_queries, 300);
+    EXPECT_NEAR(sampled.layers[l].information_loss, all.layers[l].information_loss,
+                0.02 * all.layers[l].information_loss);
+  }
+  EXPECT_GT(all.quality.information_loss, 0.0);
+  EXPECT_NEAR(sampled.quality.information_loss, all.quality.information_loss,
+              0.01 * all.quality.information_loss);
+  // The sample changes nothing else: the same selection, the same dense reference.
+  EXPECT_EQ(sampled.selected_keys, all.selected_keys);
+  EXPECT_EQ(sampled.quality.hidden_rel_l2, all.quality.hidden_rel_l2);
+  EXPECT_EQ(sampled.quality.next_token_kl, all.quality.next_token_kl);
+  std::printf("information loss over %lld queries %.6f, over a sample of 300 %.6f\n",
+              static_cast<long long>(n), all.quality.information_loss,
+              sampled.quality.information_loss);
+}
+
+TEST_F(EngineTest, BadInformationLossQueriesAreRejectedByName) {
+  SCOPED_TRACE(seed_);
+  Rng rng(seed_);
+  const auto tokens = RandomTokens(100, engine_->config().vocab_size, rng);
+  auto plan = engine_->Plan(100, SelectionConfig::Dense());
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  for (int32_t bad : {0, -2}) {
+    PrefillOptions opts;
+    opts.measure = true;
+    opts.information_loss_queries = bad;
+    auto r = engine_->Prefill(*plan, tokens, opts, nullptr);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(r.status().message().find("information_loss_queries"), std::string::npos)
+        << r.status();
+  }
 }
 
 TEST_F(EngineTest, DenseMeasuresZeroLoss) {

@@ -256,24 +256,31 @@ TEST_F(ShardTest, MeasuredQualityAgreesAcrossRanks) {
   opts.measure = true;
   opts.kl_positions = 20;
   opts.attention_sample_queries = 100;
-  auto single = fixture_->Prefill(*plan, tokens, opts, nullptr);
-  ASSERT_TRUE(single.ok()) << single.status();
-  ASSERT_TRUE(single->measured);
-  EXPECT_GT(single->quality.information_loss, 0.0);
-  auto layout = ShardLayout::FromBounds({0, 160, 432, 608, 611}, 16);  // KL rows on 2 ranks
-  ASSERT_TRUE(layout.ok());
-  ShardedRun run = RunSharded(*fixture_, *plan, tokens, *layout, opts);
-  for (auto& r : run.results) {
-    ASSERT_TRUE(r.ok()) << r.status();
-    const Quality& q = r->prompt.quality;
-    const Quality& ref = single->quality;
-    EXPECT_TRUE(r->prompt.measured);
-    // Sums combined in another grouping: equal up to double rounding.
-    EXPECT_NEAR(q.information_loss, ref.information_loss, 1e-12 + 1e-9 * ref.information_loss);
-    EXPECT_NEAR(q.attention_rel_l2, ref.attention_rel_l2, 1e-9 * ref.attention_rel_l2);
-    EXPECT_NEAR(q.hidden_rel_l2, ref.hidden_rel_l2, 1e-9 * ref.hidden_rel_l2);
-    EXPECT_EQ(q.next_token_kl, ref.next_token_kl);  // the same logits, the same rows
-    EXPECT_TRUE(SameBits(r->prompt.logits, single->logits));
+  // Every query, and a sample whose positions fall on every rank (the same ones on each).
+  for (int32_t loss_queries : {kEveryQuery, 97}) {
+    SCOPED_TRACE(loss_queries);
+    opts.information_loss_queries = loss_queries;
+    auto single = fixture_->Prefill(*plan, tokens, opts, nullptr);
+    ASSERT_TRUE(single.ok()) << single.status();
+    ASSERT_TRUE(single->measured);
+    EXPECT_GT(single->quality.information_loss, 0.0);
+    EXPECT_EQ(single->quality.information_loss_queries, loss_queries > 0 ? loss_queries : n);
+    auto layout = ShardLayout::FromBounds({0, 160, 432, 608, 611}, 16);  // KL rows on 2 ranks
+    ASSERT_TRUE(layout.ok());
+    ShardedRun run = RunSharded(*fixture_, *plan, tokens, *layout, opts);
+    for (auto& r : run.results) {
+      ASSERT_TRUE(r.ok()) << r.status();
+      const Quality& q = r->prompt.quality;
+      const Quality& ref = single->quality;
+      EXPECT_TRUE(r->prompt.measured);
+      EXPECT_EQ(q.information_loss_queries, ref.information_loss_queries);
+      // Sums combined in another grouping: equal up to double rounding.
+      EXPECT_NEAR(q.information_loss, ref.information_loss, 1e-12 + 1e-9 * ref.information_loss);
+      EXPECT_NEAR(q.attention_rel_l2, ref.attention_rel_l2, 1e-9 * ref.attention_rel_l2);
+      EXPECT_NEAR(q.hidden_rel_l2, ref.hidden_rel_l2, 1e-9 * ref.hidden_rel_l2);
+      EXPECT_EQ(q.next_token_kl, ref.next_token_kl);  // the same logits, the same rows
+      EXPECT_TRUE(SameBits(r->prompt.logits, single->logits));
+    }
   }
 }
 

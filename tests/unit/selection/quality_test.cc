@@ -1,6 +1,9 @@
-// Quality metrics: information loss against a naive computation, KL, relative L2, summary.
+// Quality metrics: information loss against a naive computation (over every query and over a
+// sample of them), the sample's positions, KL, relative L2, summary.
 #include <cmath>
 #include <limits>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -30,11 +33,16 @@ kernels::AttentionParams Params(const Problem& p, int64_t a, int64_t b) {
   return ap;
 }
 
-// Naive information loss in double: mass outside the selected blocks, summed over heads/queries.
-double NaiveLoss(const Problem& p, const engine::LayerSelection& sel) {
+// Naive information loss in double: mass outside the selected blocks, summed over heads and the
+// queries `rows` (indices into sel's queries; all of them when empty).
+double NaiveLoss(const Problem& p, const engine::LayerSelection& sel,
+                 std::vector<int64_t> rows = {}) {
   const int32_t group = p.q_heads / p.kv_heads, d = p.head_dim;
+  if (rows.empty()) {
+    for (int64_t i = 0; i < sel.num_q; ++i) rows.push_back(i);
+  }
   double total = 0.0;
-  for (int64_t i = 0; i < sel.num_q; ++i) {
+  for (int64_t i : rows) {
     const int64_t t = sel.q_pos0 + i;
     for (int32_t h = 0; h < p.q_heads; ++h) {
       const int32_t g = h / group;
@@ -120,6 +128,97 @@ TEST(QualityTest, InformationLossRejectsBadSelections) {
   kernels::AttentionParams bad = Params(p, 0, 100);
   bad.num_q = 101;
   EXPECT_EQ(engine::InformationLoss(bad, sel).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(QualityTest, InformationLossOverSomeRowsMatchesNaive) {
+  const uint64_t seed = testing::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  Rng rng(seed);
+  const Problem p = MakeProblem(rng, 700, 4, 2, 32);
+  SelectionConfig cfg = SelectionConfig::Phsa();
+  cfg.init_blocks = 1;
+  cfg.local_tokens = 32;
+  cfg.topk = 6;
+  auto sel = engine::SelectLayer(cfg, p.Input(200, 700));
+  ASSERT_TRUE(sel.ok()) << sel.status();
+  // The rows of a stratified sample of the whole prompt that fall in this shard, the first and
+  // last row, and a run of neighbours (several tiles of the packed path: more than 16 rows).
+  std::vector<int64_t> rows;
+  for (int64_t t : engine::InformationLossPositions(700, 90)) {
+    if (t >= 200) rows.push_back(t - 200);
+  }
+  ASSERT_GT(rows.size(), 50u);
+  auto loss = engine::InformationLoss(Params(p, 200, 700), sel->view(), rows);
+  ASSERT_TRUE(loss.ok()) << loss.status();
+  EXPECT_EQ(loss->count, static_cast<int64_t>(rows.size()) * 4);
+  const double want = NaiveLoss(p, *sel, rows);
+  EXPECT_GT(want, 0.0);
+  EXPECT_NEAR(loss->sum, want, 1e-5 * want + 1e-6);
+
+  const std::vector<int64_t> ends = {0, 499};
+  auto two = engine::InformationLoss(Params(p, 200, 700), sel->view(), ends);
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(two->count, 8);
+  EXPECT_NEAR(two->sum, NaiveLoss(p, *sel, ends), 1e-5);
+
+  // Every row through the packed path: the loss over all rows.
+  std::vector<int64_t> all(500);
+  for (int64_t i = 0; i < 500; ++i) all[static_cast<size_t>(i)] = i;
+  auto packed = engine::InformationLoss(Params(p, 200, 700), sel->view(), all);
+  auto full = engine::InformationLoss(Params(p, 200, 700), sel->view());
+  ASSERT_TRUE(packed.ok() && full.ok());
+  EXPECT_EQ(packed->count, full->count);
+  EXPECT_NEAR(packed->sum, full->sum, 1e-9 * full->sum);
+
+  // No rows: nothing measured.
+  auto none = engine::InformationLoss(Params(p, 200, 700), sel->view(), std::vector<int64_t>{});
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->count, 0);
+  EXPECT_EQ(none->sum, 0.0);
+}
+
+TEST(QualityTest, InformationLossRejectsBadRows) {
+  const uint64_t seed = testing::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  Rng rng(seed);
+  const Problem p = MakeProblem(rng, 100, 2, 1, 16);
+  auto sel = engine::SelectLayer(SelectionConfig::Dense(), p.Input());
+  ASSERT_TRUE(sel.ok());
+  for (const std::vector<int64_t>& rows :
+       {std::vector<int64_t>{-1}, std::vector<int64_t>{100}, std::vector<int64_t>{5, 3},
+        std::vector<int64_t>{4, 4}}) {
+    auto loss = engine::InformationLoss(Params(p, 0, 100), sel->view(), rows);
+    EXPECT_EQ(loss.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(loss.status().message().find("rows["), std::string::npos) << loss.status();
+  }
+}
+
+TEST(QualityTest, InformationLossPositionsAreAStratifiedSample) {
+  for (const auto& [n, count] : std::vector<std::pair<int64_t, int64_t>>{
+           {32768, 1024}, {16384, 1024}, {1000, 7}, {1000, 999}, {611, 97}}) {
+    SCOPED_TRACE(::testing::Message() << n << " tokens, " << count << " positions");
+    const std::vector<int64_t> pos = engine::InformationLossPositions(n, count);
+    ASSERT_EQ(pos.size(), static_cast<size_t>(count));
+    for (int64_t i = 0; i < count; ++i) {
+      // One position inside each stratum, so sorted and distinct.
+      EXPECT_GE(pos[static_cast<size_t>(i)], i * n / count);
+      EXPECT_LT(pos[static_cast<size_t>(i)], (i + 1) * n / count);
+    }
+    EXPECT_EQ(engine::InformationLossPositions(n, count), pos);  // the same on every rank
+  }
+  // A stride that is a multiple of the block size must not put every position at the same
+  // offset inside its block (the diagonal block's share of the loss depends on it).
+  const std::vector<int64_t> pos = engine::InformationLossPositions(32768, 1024);
+  std::vector<int> offsets(16, 0);
+  for (int64_t t : pos) ++offsets[static_cast<size_t>(t % 16)];
+  for (int c : offsets) EXPECT_GT(c, 1024 / 16 / 3);
+  // Every position when the sample would not be smaller than the prompt.
+  for (int64_t count : {int64_t{-1}, int64_t{50}, int64_t{51}}) {
+    const std::vector<int64_t> all = engine::InformationLossPositions(50, count);
+    ASSERT_EQ(all.size(), 50u);
+    for (int64_t t = 0; t < 50; ++t) EXPECT_EQ(all[static_cast<size_t>(t)], t);
+  }
+  EXPECT_TRUE(engine::InformationLossPositions(0, 10).empty());
 }
 
 TEST(QualityTest, NextTokenKl) {

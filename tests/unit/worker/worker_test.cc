@@ -373,6 +373,12 @@ TEST_F(WorkerTest, BadRequestsAreInvalidArgumentNamingTheProblem) {
     r.mutable_selection()->set_topk(0);
     cases.push_back({"bad selection", r, "selection"});
   }
+  {
+    auto r = MakeRequest(kvstore::CacheId::Random(), 0, {0, 100}, one, tokens, sel);
+    r.set_measure(true);
+    r.set_information_loss_queries(-2);
+    cases.push_back({"bad loss sample", r, "information_loss_queries: -2"});
+  }
   for (const Case& k : cases) {
     SCOPED_TRACE(k.name);
     ShardCall call = CallExecute(*c, k.req);
