@@ -44,6 +44,7 @@ struct SoakResult {
   int64_t verified = 0;  // READY caches streamed back intact
   int64_t restarts = 0;
   int64_t recoveries = 0;
+  int64_t failed_on_injected_writes = 0;  // prefills whose status named an injected write error
 };
 
 absl::StatusOr<SoakResult> RunSoakTest(const SoakOptions& options);
