@@ -56,6 +56,14 @@ inline ClusterSpec Spec(int32_t workers, int32_t layers,
   return s;
 }
 
+// Servers built with ASan or TSan run several times slower: a test whose calls do seconds of real
+// prefill work scales their deadlines by this (tools/sanitize).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr int kSanitizerSlowdown = 4;
+#else
+inline constexpr int kSanitizerSlowdown = 1;
+#endif
+
 // A client of the cluster's coordinator; `token` is the bearer token ("" for none).
 absl::StatusOr<std::unique_ptr<client::CoordinatorClient>> Connect(
     const std::string& address, const std::string& token = "",

@@ -41,8 +41,10 @@ TEST(StreamingTest, LayerZeroArrivesBeforePrefillEnds) {
   auto cluster = StartCluster(Spec(2, 4));
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   TestCluster& c = **cluster;
-  auto prefiller = Connect(c->coordinator_address());
-  auto streamer = Connect(c->coordinator_address());
+  // Under ASan this measured prefill takes about a minute, the default deadline.
+  const std::chrono::seconds deadline(60 * kSanitizerSlowdown);
+  auto prefiller = Connect(c->coordinator_address(), "", deadline);
+  auto streamer = Connect(c->coordinator_address(), "", deadline);
   ASSERT_TRUE(prefiller.ok() && streamer.ok());
   auto tokens = NovelTokens(4096);
   ASSERT_TRUE(tokens.ok()) << tokens.status();
@@ -55,7 +57,7 @@ TEST(StreamingTest, LayerZeroArrivesBeforePrefillEnds) {
   std::thread stream_thread([&] {
     const kvstore::CacheId id = admitted.get_future().get();
     if (id == kvstore::CacheId{}) return;
-    auto info = tools::AwaitCacheLayout(**streamer, id, std::chrono::seconds(60));
+    auto info = tools::AwaitCacheLayout(**streamer, id, deadline);
     if (!info.ok()) {
       streamed = info.status();
       return;
