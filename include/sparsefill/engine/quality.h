@@ -41,6 +41,9 @@ absl::StatusOr<InformationLossSum> InformationLoss(const kernels::AttentionParam
 // locking onto one position inside every block, and the sample is the same for every rank and
 // every run. Every position when count < 0 or count >= num_tokens. Sorted and distinct.
 std::vector<int64_t> InformationLossPositions(int64_t num_tokens, int64_t count);
+// OK for a positive count or kEveryQuery (-1); else InvalidArgument naming
+// information_loss_queries (PrefillOptions, ModelRunner::RunOptions).
+absl::Status CheckInformationLossQueries(int64_t count);
 
 // ||got - ref|| / ||ref|| (0 when both are zero, +inf when only ref is); InvalidArgument when the
 // sizes differ. NaN in either input gives NaN.

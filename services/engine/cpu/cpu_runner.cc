@@ -183,11 +183,8 @@ absl::StatusOr<ShardPrefillResult> CpuRunner::RunShardImpl(
   const bool nosa = !plan.dense && sel.policy == Policy::kNosa;
   const bool need_importance = nosa || sink != nullptr;
   const bool measure_loss = options.information_loss && !plan.dense;
-  if (options.information_loss && options.information_loss_queries != kEveryQuery &&
-      options.information_loss_queries <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("information_loss_queries ", options.information_loss_queries,
-                     ": give a positive number of query positions, or -1 for every query"));
+  if (options.information_loss) {
+    SF_RETURN_IF_ERROR(CheckInformationLossQueries(options.information_loss_queries));
   }
   // The query positions of this shard the information loss is measured on, relative to a (the
   // same global sample on every rank); empty with every_query_loss.

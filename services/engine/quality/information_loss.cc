@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/selection/exp_approx.h"
+#include "sparsefill/engine/engine.h"
 #include "sparsefill/engine/quality.h"
 #include "sparsefill/kernels/gemm.h"
 
@@ -193,6 +194,13 @@ std::vector<int64_t> InformationLossPositions(int64_t num_tokens, int64_t count)
     out.push_back(lo + static_cast<int64_t>(SplitMix64(static_cast<uint64_t>(i)) % width));
   }
   return out;
+}
+
+absl::Status CheckInformationLossQueries(int64_t count) {
+  if (count > 0 || count == kEveryQuery) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("information_loss_queries ", count,
+                   ": give a positive number of query positions, or -1 for every query"));
 }
 
 }  // namespace sparsefill::engine

@@ -162,11 +162,8 @@ absl::StatusOr<ShardPrefillResult> Engine::PrefillShardImpl(const PrefillPlan& p
     }
   }
 
-  if (options.information_loss_queries != kEveryQuery && options.information_loss_queries <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("information_loss_queries ", options.information_loss_queries,
-                     ": give a positive number of query positions, or -1 for every query"));
-  }
+  // Before the dense reference pass, which a bad value would waste.
+  SF_RETURN_IF_ERROR(CheckInformationLossQueries(options.information_loss_queries));
   ModelRunner::RunOptions run;
   run.logits_positions = std::max(options.logits_positions, 0);
   run.profile_stages = options.profile_stages;
