@@ -33,36 +33,6 @@ PFN_cuTensorMapEncodeTiled_v12000 TensorMapEncoder() {
   return fn;
 }
 
-// A bf16 tensor map with 128-byte swizzled boxes of 64 elements in dimension 0 (one Sw128
-// panel row). dims / strides as cuTensorMapEncodeTiled takes them (strides of dims 1.., bytes).
-absl::Status EncodeBf16Map(const char* op, const char* what, CUtensorMap* map, const void* base,
-                           int rank, const cuuint64_t* dims, const cuuint64_t* strides,
-                           const cuuint32_t* box) {
-  const PFN_cuTensorMapEncodeTiled_v12000 encode = TensorMapEncoder();
-  if (encode == nullptr) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(op, ": the driver has no cuTensorMapEncodeTiled (TMA)"));
-  }
-  const cuuint32_t elem_strides[3] = {1, 1, 1};
-  const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, static_cast<cuuint32_t>(rank),
-                            const_cast<void*>(base), dims, strides, box, elem_strides,
-                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) {
-    return absl::InternalError(
-        absl::StrCat(op, ": cuTensorMapEncodeTiled for ", what, " failed (CUresult ", r, ")"));
-  }
-  return absl::OkStatus();
-}
-
-// Whether TMA can describe f's tensors: 16-byte aligned bases and row strides, coordinates
-// inside int32.
-bool TmaDescribes(const FlashParams& f, int kd) {
-  const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
-  return aligned(f.q) && aligned(f.k) && aligned(f.v) && (kd * 2) % 16 == 0 && f.total_q > 0 &&
-         f.total_kv > 0 && static_cast<int64_t>(f.kv_heads) * kd < (int64_t{1} << 31);
-}
-
 template <int kD, int kRows, int kN>
 absl::Status EncodeMaps(const char* op, const FlashParams& f, WgmmaTmaMaps* maps) {
   {
@@ -110,6 +80,36 @@ absl::Status LaunchT(const char* op, FlashParams f, int num_seqs, int64_t max_q,
 }
 
 }  // namespace
+
+// A bf16 tensor map with 128-byte swizzled boxes of 64 elements in dimension 0 (one Sw128
+// panel row). dims / strides as cuTensorMapEncodeTiled takes them (strides of dims 1.., bytes).
+absl::Status EncodeBf16Map(const char* op, const char* what, CUtensorMap* map, const void* base,
+                           int rank, const cuuint64_t* dims, const cuuint64_t* strides,
+                           const cuuint32_t* box) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = TensorMapEncoder();
+  if (encode == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(op, ": the driver has no cuTensorMapEncodeTiled (TMA)"));
+  }
+  const cuuint32_t elem_strides[3] = {1, 1, 1};
+  const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, static_cast<cuuint32_t>(rank),
+                            const_cast<void*>(base), dims, strides, box, elem_strides,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) {
+    return absl::InternalError(
+        absl::StrCat(op, ": cuTensorMapEncodeTiled for ", what, " failed (CUresult ", r, ")"));
+  }
+  return absl::OkStatus();
+}
+
+// Whether TMA can describe f's tensors: 16-byte aligned bases and row strides, coordinates
+// inside int32.
+bool TmaDescribes(const FlashParams& f, int kd) {
+  const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  return aligned(f.q) && aligned(f.k) && aligned(f.v) && (kd * 2) % 16 == 0 && f.total_q > 0 &&
+         f.total_kv > 0 && static_cast<int64_t>(f.kv_heads) * kd < (int64_t{1} << 31);
+}
 
 absl::StatusOr<bool> DeviceHasWgmma(const char* op) {
   int dev = 0, major = 0, minor = 0;

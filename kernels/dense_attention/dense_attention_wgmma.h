@@ -2,6 +2,7 @@
 // slow on it). Private to kernels/.
 #pragma once
 
+#include <cuda.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -14,6 +15,18 @@ namespace sparsefill::kernels::cuda::flash {
 
 // Whether the current device runs the wgmma kernels (compute capability 9.0, built as sm_90a).
 [[nodiscard]] absl::StatusOr<bool> DeviceHasWgmma(const char* op);
+
+// A bf16 tensor map (cuTensorMapEncodeTiled through the runtime's driver entry point) with
+// 128-byte swizzled boxes of 64 elements in dimension 0 (one Sw128 panel row); dims / strides as
+// cuTensorMapEncodeTiled takes them (strides of dims 1.., in bytes). `what` names the tensor in
+// the error.
+[[nodiscard]] absl::Status EncodeBf16Map(const char* op, const char* what, CUtensorMap* map,
+                                         const void* base, int rank, const cuuint64_t* dims,
+                                         const cuuint64_t* strides, const cuuint32_t* box);
+
+// Whether TMA can describe f's tensors: 16-byte aligned bases and row strides, coordinates inside
+// int32.
+[[nodiscard]] bool TmaDescribes(const FlashParams& f, int head_dim);
 
 // How the two consumer warpgroups order their GEMMs and softmax (dense_attention_wgmma_kernel.cuh).
 enum class WgmmaSchedule { kSerial, kOverlap, kPingPong };

@@ -7,7 +7,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/common/flash_launch.cuh"
+#include "kernels/dense_attention/dense_attention_wgmma.h"
 #include "kernels/sparse_attention/sparse_attention_kernel.cuh"
+#include "kernels/sparse_attention/sparse_attention_wgmma.h"
 #include "kernels/sparse_attention/sparse_engine.h"
 #include "sparsefill/common/status.h"
 #include "sparsefill/kernels/attention.h"
@@ -29,6 +31,12 @@ absl::Status LaunchSparseT(const char* op, const cuda::flash::FlashParams& f, in
       op, cuda::flash::SparseAttentionKernel<kD, kMTiles, kN>, kSmem, f, num_seqs, max_q, stream);
 }
 
+// Whether kAuto runs the wgmma kernel where it applies (sm_90a, a power-of-two block size >= 16).
+// Off until it has passed gpu_attention_test and been timed against mma.sync on an H100.
+constexpr bool kAutoPicksWgmma = false;
+
+std::atomic<SparseEngine> g_engine{SparseEngine::kAuto};
+std::atomic<int64_t> g_wgmma_launches{0};
 std::atomic<SparseRows> g_rows{SparseRows::kAuto};
 std::atomic<bool> g_tile_skip{true};
 
@@ -50,6 +58,18 @@ absl::Status LaunchSparse(const char* op, cuda::flash::FlashParams f, const Bloc
   for (int shift = 0; shift < 31; ++shift) {
     if ((1 << shift) == sel.block_size) f.block_shift = shift;
   }
+  const SparseEngine engine = g_engine.load(std::memory_order_relaxed);
+  if (engine == SparseEngine::kWgmma || (engine == SparseEngine::kAuto && kAutoPicksWgmma)) {
+    SF_ASSIGN_OR_RETURN(const bool wgmma, cuda::flash::DeviceHasWgmma(op));
+    if (!wgmma && engine == SparseEngine::kWgmma) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(op, ": the wgmma sparse engine needs a compute capability 9.0 device"));
+    }
+    if (wgmma && cuda::flash::SparseWgmmaTakes(f, head_dim)) {
+      g_wgmma_launches.fetch_add(1, std::memory_order_relaxed);
+      return cuda::flash::LaunchSparseWgmma(op, f, head_dim, num_seqs, max_q, stream);
+    }
+  }
   const bool wide = f.group >= 2 && g_rows.load(std::memory_order_relaxed) == SparseRows::k128;
   switch (head_dim) {
     case 64:
@@ -65,6 +85,24 @@ absl::Status LaunchSparse(const char* op, cuda::flash::FlashParams f, const Bloc
 }
 
 }  // namespace
+
+void SetSparseEngine(SparseEngine engine) { g_engine.store(engine, std::memory_order_relaxed); }
+
+bool ParseSparseEngine(std::string_view name, SparseEngine* engine) {
+  static constexpr std::pair<std::string_view, SparseEngine> kNames[] = {
+      {"auto", SparseEngine::kAuto},
+      {"mma.sync", SparseEngine::kMmaSync},
+      {"wgmma", SparseEngine::kWgmma}};
+  for (const auto& [n, e] : kNames) {
+    if (n == name) {
+      *engine = e;
+      return true;
+    }
+  }
+  return false;
+}
+
+int64_t SparseWgmmaLaunches() { return g_wgmma_launches.load(std::memory_order_relaxed); }
 
 void SetSparseRows(SparseRows rows) { g_rows.store(rows, std::memory_order_relaxed); }
 

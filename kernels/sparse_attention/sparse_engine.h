@@ -1,7 +1,8 @@
-// The CTA shape and the tile skip of the CUDA block-sparse attention. Benchmarks force each choice
-// to compare them on one device; private to kernels/ (and its tests and benchmarks).
+// The kernel, the CTA shape and the tile skip of the CUDA block-sparse attention. Benchmarks force
+// each choice to compare them on one device; private to kernels/ (and its tests and benchmarks).
 #pragma once
 
+#include <cstdint>
 #include <string_view>
 
 namespace sparsefill::kernels {
@@ -19,6 +20,23 @@ enum class SparseRows {
 void SetSparseRows(SparseRows rows);
 // "auto", "64", "128"; false for anything else.
 [[nodiscard]] bool ParseSparseRows(std::string_view name, SparseRows* rows);
+
+// Which kernel runs the block-sparse attention.
+enum class SparseEngine {
+  kAuto,     // see LaunchSparse in sparse_attention.cu
+  kMmaSync,  // FlashAttention-2 style (sparse_attention_kernel.cuh), every block size and device
+  // Hopper warpgroup MMA with TMA gathers (sparse_attention_wgmma_kernel.cuh): 64-row CTAs;
+  // FailedPrecondition on a device other than compute capability 9.0. Block sizes that are not a
+  // power of two of at least 16 (and tensors TMA cannot describe) run on mma.sync.
+  kWgmma,
+};
+
+// What LaunchSparseAttention runs from now on, process-wide. kAuto restores the built-in choice.
+void SetSparseEngine(SparseEngine engine);
+// "auto", "mma.sync", "wgmma"; false for anything else.
+[[nodiscard]] bool ParseSparseEngine(std::string_view name, SparseEngine* engine);
+// Launches of the wgmma kernel so far, process-wide: tests check which kernel a call ran.
+[[nodiscard]] int64_t SparseWgmmaLaunches();
 
 // Whether a 16-row m-tile skips a masked key tile that none of its tokens selected (on by
 // default; the result is the same either way). Off only to time the skip against the kernel

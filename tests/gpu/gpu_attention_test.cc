@@ -36,18 +36,36 @@ using ::sparsefill::testing::RandomNormal;
 using ::sparsefill::testing::RelativeL2Near;
 using ::testing::HasSubstr;
 
+// Whether the device runs the wgmma kernels (compute capability 9.0; built for sm_90a).
+bool HasWgmma() {
+  int dev = 0, major = 0, minor = 0;
+  return cudaGetDevice(&dev) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
+         major == 9 && minor == 0;
+}
+
 std::vector<DenseEngine> DenseEngines() {
   std::vector<DenseEngine> engines = {DenseEngine::kMmaSync};
-  int dev = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&dev) == cudaSuccess &&
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
-      major == 9 && minor == 0) {
+  if (HasWgmma()) {
     engines.insert(engines.end(),
                    {DenseEngine::kWgmma, DenseEngine::kWgmmaSerial, DenseEngine::kWgmmaPingPong,
                     DenseEngine::kWgmmaTma, DenseEngine::kWgmmaTmaPingPong});
   }
   return engines;
+}
+
+// The sparse engines a test runs: mma.sync, and wgmma where the device has it.
+std::vector<SparseEngine> SparseEngines() {
+  std::vector<SparseEngine> engines = {SparseEngine::kMmaSync};
+  if (HasWgmma()) engines.push_back(SparseEngine::kWgmma);
+  return engines;
+}
+
+// Whether the wgmma sparse kernel takes a selection of this block size on this device (a power
+// of two of at least 16; the tests' tensors are all TMA-aligned).
+bool WgmmaTakesBlocks(int32_t block_size) {
+  return HasWgmma() && block_size >= 16 && (block_size & (block_size - 1)) == 0;
 }
 
 // Outputs start as NaN (kPoison) so that an element the kernel never wrote fails the comparison.
@@ -327,28 +345,48 @@ class GpuAttentionTest : public ::testing::Test {
     ASSERT_TRUE(dcount.ok());
     BlockSelection ds{static_cast<const int32_t*>(dsel.data()), c.max_blocks, c.block_size,
                       static_cast<unsigned long long*>(dcount.data())};
-    // Both CTA shapes, then the default (64 rows), which the process keeps; each without and
-    // with the m-tile skip (on by default): the skip changes nothing but the time.
-    for (const SparseRows rows : {SparseRows::k128, SparseRows::k64, SparseRows::kAuto}) {
-      for (const bool skip : {false, true}) {
-        const int32_t n_rows = rows == SparseRows::k128 && c.group >= 2 ? 128 : 64;
-        SCOPED_TRACE(::testing::Message() << "rows per CTA " << n_rows << ", skip " << skip);
-        SetSparseTileSkip(skip);
-        SetSparseRows(rows);
-        CUDA_ASSERT(cudaMemsetAsync(dout.data(), 0xff, pb.q.bytes.size(), stream_));
-        CUDA_ASSERT(cudaMemsetAsync(dcount.data(), 0, sizeof(unsigned long long), stream_));
-        const absl::Status st = LaunchSparseAttention(p, ds, stream_);
-        ASSERT_TRUE(st.ok()) << st;
-        unsigned long long computed = 0;
-        CUDA_ASSERT(cudaMemcpyAsync(&computed, dcount.data(), sizeof(computed),
-                                    cudaMemcpyDeviceToHost, stream_));
-        CUDA_ASSERT(cudaStreamSynchronize(stream_));
-        ExpectMatches(dout, dlse, want);
-        EXPECT_EQ(static_cast<int64_t>(computed),
-                  ExpectedComputedPairs(blocks, c.num_q, q_pos0, c.kv_heads, c.group, c.block_size,
-                                        c.max_blocks, n_rows));
+    // mma.sync in both CTA shapes, each without and with the m-tile skip (on by default: it
+    // changes nothing but the time); then wgmma (64 rows, mma.sync where it does not apply: block
+    // sizes that are not a power of two >= 16); then the default, which the process keeps.
+    struct Run {
+      SparseEngine engine;
+      SparseRows rows;
+      bool skip;
+    };
+    std::vector<Run> runs = {{SparseEngine::kMmaSync, SparseRows::k128, false},
+                             {SparseEngine::kMmaSync, SparseRows::k128, true},
+                             {SparseEngine::kMmaSync, SparseRows::k64, false},
+                             {SparseEngine::kMmaSync, SparseRows::k64, true}};
+    if (HasWgmma()) runs.push_back({SparseEngine::kWgmma, SparseRows::kAuto, true});
+    runs.push_back({SparseEngine::kAuto, SparseRows::kAuto, true});
+    for (const Run& run : runs) {
+      const bool wide = run.engine == SparseEngine::kMmaSync && run.rows == SparseRows::k128;
+      const int32_t n_rows = wide && c.group >= 2 ? 128 : 64;
+      SCOPED_TRACE(::testing::Message() << "engine " << static_cast<int>(run.engine)
+                                        << ", rows per CTA " << n_rows << ", skip " << run.skip);
+      SetSparseEngine(run.engine);
+      SetSparseTileSkip(run.skip);
+      SetSparseRows(run.rows);
+      CUDA_ASSERT(cudaMemsetAsync(dout.data(), 0xff, pb.q.bytes.size(), stream_));
+      CUDA_ASSERT(cudaMemsetAsync(dcount.data(), 0, sizeof(unsigned long long), stream_));
+      const int64_t wgmma_before = SparseWgmmaLaunches();
+      const absl::Status st = LaunchSparseAttention(p, ds, stream_);
+      ASSERT_TRUE(st.ok()) << st;
+      // The wgmma kernel runs (on this sm_90a device) exactly where it applies.
+      if (run.engine != SparseEngine::kAuto) {
+        EXPECT_EQ(SparseWgmmaLaunches() - wgmma_before,
+                  run.engine == SparseEngine::kWgmma && WgmmaTakesBlocks(c.block_size) ? 1 : 0);
       }
+      unsigned long long computed = 0;
+      CUDA_ASSERT(cudaMemcpyAsync(&computed, dcount.data(), sizeof(computed),
+                                  cudaMemcpyDeviceToHost, stream_));
+      CUDA_ASSERT(cudaStreamSynchronize(stream_));
+      ExpectMatches(dout, dlse, want);
+      EXPECT_EQ(static_cast<int64_t>(computed),
+                ExpectedComputedPairs(blocks, c.num_q, q_pos0, c.kv_heads, c.group, c.block_size,
+                                      c.max_blocks, n_rows));
     }
+    SetSparseEngine(SparseEngine::kAuto);
     SetSparseRows(SparseRows::kAuto);
   }
 
@@ -406,6 +444,7 @@ TEST_F(GpuAttentionTest, SparseMatchesReference) {
            {1100, 1100, 1, 1, 128, 64, 8},
            {333, 2000, 2, 16, 128, 128, 5},
            {777, 777, 1, 2, 64, 40, 9},    // a block size that is no divisor of the key tile
+           {513, 513, 2, 3, 64, 32, 6},    // a group that does not divide the row tile
            {400, 1000, 1, 4, 64, 256, 3},  // a block spanning several key tiles
            {900, 900, 1, 4, 128, 16, 7, SelMode::kFarAndEmpty},
            {500, 1300, 1, 16, 64, 128, 6, SelMode::kFarAndEmpty},
@@ -530,11 +569,20 @@ void RunVarlen(cudaStream_t stream, const std::vector<Seq>& seqs, int32_t kv_hea
     }
     return;
   }
-  const absl::Status st = LaunchVarlenSparseAttention(
-      p, {static_cast<const int32_t*>(dsel.data()), max_blocks, block_size}, stream);
-  ASSERT_TRUE(st.ok()) << st;
-  CUDA_ASSERT(cudaStreamSynchronize(stream));
-  ExpectMatches(dout, dlse, want);
+  for (const SparseEngine engine : SparseEngines()) {
+    SCOPED_TRACE(::testing::Message() << "sparse engine " << static_cast<int>(engine));
+    SetSparseEngine(engine);
+    CUDA_ASSERT(cudaMemsetAsync(dout.data(), 0xff, pb.q.bytes.size(), stream));
+    const int64_t wgmma_before = SparseWgmmaLaunches();
+    const absl::Status st = LaunchVarlenSparseAttention(
+        p, {static_cast<const int32_t*>(dsel.data()), max_blocks, block_size}, stream);
+    ASSERT_TRUE(st.ok()) << st;
+    EXPECT_EQ(SparseWgmmaLaunches() - wgmma_before,
+              engine == SparseEngine::kWgmma && WgmmaTakesBlocks(block_size) ? 1 : 0);
+    CUDA_ASSERT(cudaStreamSynchronize(stream));
+    ExpectMatches(dout, dlse, want);
+  }
+  SetSparseEngine(SparseEngine::kAuto);
 }
 
 TEST_F(GpuAttentionTest, VarlenMatchesPerSequenceReference) {

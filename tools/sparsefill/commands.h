@@ -33,6 +33,9 @@ struct PrefillArgs {
 // query positions (a stratified sample, engine::PrefillOptions::information_loss_queries).
 // InvalidArgument naming the flag otherwise.
 absl::StatusOr<int32_t> ParseLossQueries(const std::string& value);
+// Over how many of num_tokens queries the information loss was measured, in words ("all N
+// queries", "a stratified sample of Q of the N queries"; Q <= 0: not reported).
+std::string LossQueriesWords(int64_t queries, int64_t num_tokens);
 
 CLI::App* AddPrefillCommand(CLI::App& app, PrefillArgs& args);
 // Returns the process exit code: 0 on success, 1 on a runtime error, 2 on bad input.

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "tools/sparsefill/commands.h"
 
 namespace sparsefill::tools {
 namespace {
@@ -106,15 +107,7 @@ void PrintDemoReport(const DemoReport& r, bool json) {
       "paper's convention)\n",
       100 * s.sparsity, 100 * ContextSparsity(r.prefill));
   if (s.information_loss >= 0) {
-    std::string over;
-    if (s.information_loss_queries <= 0) {
-      over = "queries (how many: not reported)";
-    } else if (s.information_loss_queries >= s.num_tokens) {
-      over = absl::StrCat("all ", s.num_tokens, " queries");
-    } else {
-      over = absl::StrCat("a stratified sample of ", s.information_loss_queries, " of the ",
-                          s.num_tokens, " queries");
-    }
+    const std::string over = LossQueriesWords(s.information_loss_queries, s.num_tokens);
     std::printf(
         "  info loss   %.4f (dense softmax mass outside the selected blocks; mean over "
         "layers, heads and %s)\n",

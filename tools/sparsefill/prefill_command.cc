@@ -6,7 +6,6 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
 #include "sparsefill/common/status.h"
 #include "sparsefill/engine/engine.h"
@@ -76,12 +75,6 @@ nlohmann::json ToJson(const PrefillResult& r, const std::string& source, const E
   return j;
 }
 
-// Over how many queries the information loss was measured, in words.
-std::string LossQueriesNote(int64_t queries, int64_t num_tokens) {
-  if (queries >= num_tokens) return absl::StrFormat("over all %d queries", num_tokens);
-  return absl::StrFormat("over a stratified sample of %d of the %d queries", queries, num_tokens);
-}
-
 void PrintText(const PrefillResult& r, const std::string& source, const Engine& e) {
   std::printf("input     %s\n", source.c_str());
   std::printf("model     %s, %d layers, backend %s\n",
@@ -108,8 +101,8 @@ void PrintText(const PrefillResult& r, const std::string& source, const Engine& 
   if (r.measured) {
     const auto& q = r.quality;
     std::printf("\nquality against dense attention on the same input\n");
-    std::printf("  information loss          %.6f (%s)\n", q.information_loss,
-                LossQueriesNote(q.information_loss_queries, r.plan.num_tokens).c_str());
+    std::printf("  information loss          %.6f (over %s)\n", q.information_loss,
+                LossQueriesWords(q.information_loss_queries, r.plan.num_tokens).c_str());
     std::printf("  final hidden rel. L2       %.6g\n", q.hidden_rel_l2);
     std::printf("  attention out rel. L2      %.6g (last queries of each layer)\n",
                 q.attention_rel_l2);
@@ -146,6 +139,12 @@ CLI::App* AddPrefillCommand(CLI::App& app, PrefillArgs& a) {
   cmd->add_option("--dense-below", a.dense_below, "override the dense threshold (tokens)");
   cmd->add_option("--lambda", a.lambda, "override PHSA's lambda");
   return cmd;
+}
+
+std::string LossQueriesWords(int64_t queries, int64_t num_tokens) {
+  if (queries <= 0) return "queries (how many: not reported)";
+  if (queries >= num_tokens) return absl::StrCat("all ", num_tokens, " queries");
+  return absl::StrCat("a stratified sample of ", queries, " of the ", num_tokens, " queries");
 }
 
 absl::StatusOr<int32_t> ParseLossQueries(const std::string& value) {

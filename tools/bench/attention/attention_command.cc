@@ -149,8 +149,10 @@ Measure FromTorch(const nlohmann::json& j, double flops) {
 struct ConfigResult {
   SelectionConfig cfg;
   Measure selection, sparse, both, flex;
-  Measure sparse_rows128;          // the sparse kernel forced to 128-row CTAs (SparseRows::k128)
-  Measure sparse_noskip;           // the default CTA without the m-tile skip (SetSparseTileSkip)
+  Measure sparse_mma;              // the mma.sync kernel (SparseEngine::kMmaSync), 64-row CTAs
+  Measure sparse_wgmma;            // the wgmma kernel (SparseEngine::kWgmma)
+  Measure sparse_rows128;          // mma.sync forced to 128-row CTAs (SparseRows::k128)
+  Measure sparse_noskip;           // mma.sync, 64 rows, without the m-tile skip (SetSparseTileSkip)
   int64_t computed_pairs = 0;      // token-key pairs the default sparse kernel computed, per KV
   int64_t computed_pairs128 = 0;   // head summed (BlockSelection::computed_keys); the 128-row one
   Measure selection_materialized;  // --selection-only: block scores through device memory
@@ -313,6 +315,17 @@ absl::Status RunOurs(const AttentionArgs& a, const AttentionInputs& in, cudaStre
                                    [&] { return k::LaunchSparseAttention(ap, bs, stream); }),
                            sparse_flops);
     cudaGetLastError();
+    // Each kernel forced, beside the default: wgmma, then mma.sync and its options.
+    k::SetSparseEngine(k::SparseEngine::kWgmma);
+    cr.sparse_wgmma = FromStatus(TimeGpu(stream, a.warmup, a.repeats,
+                                         [&] { return k::LaunchSparseAttention(ap, bs, stream); }),
+                                 sparse_flops);
+    cudaGetLastError();
+    k::SetSparseEngine(k::SparseEngine::kMmaSync);
+    cr.sparse_mma = FromStatus(TimeGpu(stream, a.warmup, a.repeats,
+                                       [&] { return k::LaunchSparseAttention(ap, bs, stream); }),
+                               sparse_flops);
+    cudaGetLastError();
     k::SetSparseRows(k::SparseRows::k128);
     cr.sparse_rows128 =
         FromStatus(TimeGpu(stream, a.warmup, a.repeats,
@@ -326,7 +339,8 @@ absl::Status RunOurs(const AttentionArgs& a, const AttentionInputs& in, cudaStre
                                   sparse_flops);
     k::SetSparseTileSkip(true);
     cudaGetLastError();
-    // One untimed launch of each shape with the pair counter.
+    // One untimed launch of each shape with the pair counter (mma.sync: the 64-row CTA computes
+    // what the wgmma kernel's does).
     {
       DeviceMemory counter;
       SF_RETURN_IF_ERROR(counter.Allocate(8));
@@ -345,6 +359,7 @@ absl::Status RunOurs(const AttentionArgs& a, const AttentionInputs& in, cudaStre
       }
     }
     k::SetSparseRows(k::SparseRows::kAuto);
+    k::SetSparseEngine(k::SparseEngine::kAuto);
     cr.both = FromStatus(TimeGpu(stream, a.warmup, a.repeats,
                                  [&]() -> absl::Status {
                                    SF_RETURN_IF_ERROR(select());
@@ -590,16 +605,26 @@ absl::Status Run(const AttentionArgs& args, int* exit_code) {
       };
       table.AddRow({n, name, "ours sparse, default CTA", "", "",
                     c.computed_pairs > 0 ? computes(c.computed_pairs) : ""});
-      table.AddRow({n, name, "ours sparse, 128-row CTA", Ms(c.sparse_rows128), Tf(c.sparse_rows128),
-                    c.sparse_rows128.ms ? computes(c.computed_pairs128) : Why(c.sparse_rows128)});
       table.AddRow(
-          {n, name, "ours sparse, no m-tile skip", Ms(c.sparse_noskip), Tf(c.sparse_noskip),
-           c.sparse_noskip.ms && c.sparse.ms
-               ? absl::StrCat(
-                     "skip saves ",
-                     Fixed(100.0 * (1.0 - c.sparse.ms->median() / c.sparse_noskip.ms->median()), 1),
-                     "%")
-               : Why(c.sparse_noskip)});
+          {n, name, "ours sparse, wgmma", Ms(c.sparse_wgmma), Tf(c.sparse_wgmma),
+           c.sparse_wgmma.ms && c.sparse_mma.ms
+               ? absl::StrCat("mma.sync / wgmma ",
+                              Fixed(c.sparse_mma.ms->median() / c.sparse_wgmma.ms->median(), 3))
+               : Why(c.sparse_wgmma)});
+      table.AddRow({n, name, "ours sparse, mma.sync", Ms(c.sparse_mma), Tf(c.sparse_mma),
+                    Why(c.sparse_mma)});
+      table.AddRow({n, name, "ours sparse, mma.sync 128-row CTA", Ms(c.sparse_rows128),
+                    Tf(c.sparse_rows128),
+                    c.sparse_rows128.ms ? computes(c.computed_pairs128) : Why(c.sparse_rows128)});
+      table.AddRow({n, name, "ours sparse, mma.sync no m-tile skip", Ms(c.sparse_noskip),
+                    Tf(c.sparse_noskip),
+                    c.sparse_noskip.ms && c.sparse_mma.ms
+                        ? absl::StrCat("skip saves ",
+                                       Fixed(100.0 * (1.0 - c.sparse_mma.ms->median() /
+                                                                c.sparse_noskip.ms->median()),
+                                             1),
+                                       "%")
+                        : Why(c.sparse_noskip)});
       table.AddRow(
           {n, name, absl::StrCat("FlexAttention (KV block ", c.flex_kv_block, ")"), Ms(c.flex),
            Tf(c.flex),
@@ -611,6 +636,8 @@ absl::Status Run(const AttentionArgs& args, int* exit_code) {
       table.AddRow({n, name, "ours selection + sparse", Ms(c.both), "-", Why(c.both)});
       jr[name] = {{"selection", c.selection.ToJson()},
                   {"sparse", c.sparse.ToJson()},
+                  {"sparse_wgmma", c.sparse_wgmma.ToJson()},
+                  {"sparse_mma_sync", c.sparse_mma.ToJson()},
                   {"sparse_rows128", c.sparse_rows128.ToJson()},
                   {"sparse_no_tile_skip", c.sparse_noskip.ToJson()},
                   {"computed_pairs_per_kv_head_sum", c.computed_pairs},
@@ -622,6 +649,12 @@ absl::Status Run(const AttentionArgs& args, int* exit_code) {
                   {"flex_kv_block", c.flex_kv_block}};
       ratios.push_back(Ratio(c.flex.median() / c.sparse.median(), kTargetSparseVsFlex, true,
                              absl::StrCat(n, " ", name, " Flex / ours sparse")));
+      if (c.sparse_wgmma.ms) {
+        ratios.push_back(Ratio(c.flex.median() / c.sparse_wgmma.median(), kTargetSparseVsFlex, true,
+                               absl::StrCat(n, " ", name, " Flex / ours sparse wgmma")));
+        ratios.push_back(Ratio(c.sparse_mma.median() / c.sparse_wgmma.median(), 1.0, true,
+                               absl::StrCat(n, " ", name, " sparse mma.sync / wgmma (speed-up)")));
+      }
       ratios.push_back(Ratio(c.selection.median() / (c.selection.median() + c.sparse.median()),
                              kTargetSelectionShare, false,
                              absl::StrCat(n, " ", name, " selection share of sel + sparse")));

@@ -220,6 +220,10 @@ CLI::App* AddPrefillCommand(CLI::App& app, PrefillArgs& a) {
                   "dense attention kernel of the engine: auto, mma.sync, wgmma, wgmma-serial, "
                   "wgmma-pingpong, wgmma-tma, wgmma-tma-pingpong")
       ->capture_default_str();
+  sub->add_option("--sparse-engine", a.sparse_engines,
+                  "the sparse attention kernel, each timed for every sparse policy: auto, "
+                  "mma.sync, wgmma")
+      ->capture_default_str();
   sub->add_option("--sparse-rows", a.sparse_rows,
                   "CTA shapes of the sparse attention kernel, each timed for every sparse policy: "
                   "auto, 64, 128 (rows = tokens x GQA group heads)")
@@ -240,6 +244,19 @@ int RunPrefill(const PrefillArgs& args) {
                                absl::StrCat("unknown --dense-engine '", a.dense_engine, "'")));
   }
   kernels::SetAutoDenseEngine(dense_engine);
+  std::vector<kernels::SparseEngine> sparse_engines;
+  for (const std::string& name : a.sparse_engines) {
+    kernels::SparseEngine e;
+    if (!kernels::ParseSparseEngine(name, &e)) {
+      return Fail("prefill",
+                  absl::InvalidArgumentError(absl::StrCat("unknown --sparse-engine '", name,
+                                                          "' (auto, mma.sync or wgmma)")));
+    }
+    sparse_engines.push_back(e);
+  }
+  if (sparse_engines.empty()) {
+    return Fail("prefill", absl::InvalidArgumentError("--sparse-engine needs at least one kernel"));
+  }
   std::vector<kernels::SparseRows> sparse_rows;
   for (const std::string& name : a.sparse_rows) {
     kernels::SparseRows rows;
@@ -324,28 +341,37 @@ int RunPrefill(const PrefillArgs& args) {
   struct Run {
     int64_t n;
     std::string policy;
-    size_t rows;  // index into a.sparse_rows
-    size_t skip;  // index into a.tile_skip
+    size_t rows;    // index into a.sparse_rows
+    size_t skip;    // index into a.tile_skip
+    size_t kernel;  // index into a.sparse_engines
   };
   std::vector<Run> runs;
   for (int64_t n : a.tokens) {
     for (const std::string& p : a.policies) {
       const bool dense = p == "dense";
-      for (size_t r = 0; r < (dense ? 1 : sparse_rows.size()); ++r) {
-        for (size_t k = 0; k < (dense ? 1 : tile_skip.size()); ++k) runs.push_back({n, p, r, k});
+      for (size_t e = 0; e < (dense ? 1 : sparse_engines.size()); ++e) {
+        for (size_t r = 0; r < (dense ? 1 : sparse_rows.size()); ++r) {
+          for (size_t k = 0; k < (dense ? 1 : tile_skip.size()); ++k) {
+            runs.push_back({n, p, r, k, e});
+          }
+        }
       }
     }
   }
-  if (a.long_tokens > 0) runs.push_back({a.long_tokens, "infllmv2", 0, 0});
+  if (a.long_tokens > 0) runs.push_back({a.long_tokens, "infllmv2", 0, 0, 0});
 
   nlohmann::json ours = nlohmann::json::array();
   std::string prompt_source;
   std::unique_ptr<HostOffloadSink> sink;
   int64_t sink_tokens = -1;
-  for (const auto& [n, policy, rows, skip] : runs) {
+  for (const auto& [n, policy, rows, skip, kernel] : runs) {
+    kernels::SetSparseEngine(sparse_engines[kernel]);
     kernels::SetSparseRows(sparse_rows[rows]);
     kernels::SetSparseTileSkip(tile_skip[skip]);
     std::string run_name = policy;
+    if (policy != "dense" && a.sparse_engines[kernel] != "auto") {
+      absl::StrAppend(&run_name, "-", a.sparse_engines[kernel]);
+    }
     if (policy != "dense" && a.sparse_rows[rows] != "auto") {
       absl::StrAppend(&run_name, "-rows", a.sparse_rows[rows]);
     }
@@ -376,6 +402,7 @@ int RunPrefill(const PrefillArgs& args) {
     nlohmann::json j = {{"policy", r.policy},
                         {"tokens", n},
                         {"ok", r.status.ok()},
+                        {"sparse_engine", policy == "dense" ? "" : a.sparse_engines[kernel]},
                         {"sparse_rows", policy == "dense" ? "" : a.sparse_rows[rows]},
                         {"tile_skip", policy == "dense" ? "" : a.tile_skip[skip]}};
     if (!r.status.ok()) {
@@ -428,6 +455,7 @@ int RunPrefill(const PrefillArgs& args) {
   }
   report.config["prompt"] = prompt_source;
   report.config["dense_engine"] = a.dense_engine;
+  report.config["sparse_engines"] = a.sparse_engines;
   report.config["sparse_rows"] = a.sparse_rows;
   report.config["tile_skip"] = a.tile_skip;
   report.results["ours"] = ours;

@@ -27,6 +27,7 @@ struct PrefillArgs {
   uint64_t seed = 1;                  // --seed (token ids when no text/tokenizer)
   std::string dense_engine = "auto";  // --dense-engine: the dense attention kernel the engine runs
   // --sparse-rows: the sparse policies run once per CTA shape listed (auto, 64, 128 rows)
+  std::vector<std::string> sparse_engines = {"auto"};
   std::vector<std::string> sparse_rows = {"auto"};
   // --tile-skip: each sparse run once per value listed (on, off: the m-tile skip of the kernel)
   std::vector<std::string> tile_skip = {"on"};
