@@ -1,77 +1,132 @@
 #include "sparsefill/kernels/gemm.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
-#if SPARSEFILL_HAVE_BLAS
-#include <cblas.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
 #endif
 
 namespace sparsefill::kernels {
 namespace {
 
-#if !SPARSEFILL_HAVE_BLAS
-// Fallback for machines without a BLAS: C += alpha * op(A) op(B), blocked for the cache.
-void GemmLoop(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-              int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
-  constexpr int64_t kBk = 256;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < m; ++i) {
-    float* crow = c + i * ldc;
-    for (int64_t p0 = 0; p0 < k; p0 += kBk) {
-      const int64_t p1 = std::min(k, p0 + kBk);
-      for (int64_t p = p0; p < p1; ++p) {
-        const float av = alpha * (ta == Trans::kNo ? a[i * lda + p] : a[p * lda + i]);
-        if (tb == Trans::kNo) {
-          const float* bp = b + p * ldb;
-          for (int64_t j = 0; j < n; ++j) crow[j] += av * bp[j];
-        } else {
-          for (int64_t j = 0; j < n; ++j) crow[j] += av * b[j * ldb + p];
+// Every C element is one dot product of a row of op(A) with a row of op(B)^T, computed by the
+// same instruction sequence wherever the element sits: 8 lanes of fused multiply-adds along k
+// (the last partial group through a masked load), then a fixed reduction of the lanes. So a row's
+// result depends on nothing but its own inputs: not on how many rows came with it nor where it
+// sits in the call, which makes a shard's rows bit-identical to the same rows inside the whole
+// prompt (tests/unit/engine/shard_test.cc). OpenBLAS (0.3.21) gives no such guarantee: its Zen and
+// Haswell kernels round a row differently by its position modulo 12 and by the thread that took
+// it, and its small-matrix paths sum in another order.
+//
+// Tiles of kTi rows x kTj columns keep kTi * kTj accumulators plus kTi A vectors and one B vector
+// in the 16 AVX registers; column blocks of B stay in L2 while every row tile passes over them.
+constexpr int kTi = 3, kTj = 4;
+
+// A and B as [rows, k] with row strides (op applied by the caller).
+struct Operands {
+  const float* a;
+  int64_t lda;
+  const float* b;
+  int64_t ldb;
+};
+
+template <class TileFn>
+void ForEachTile(int64_t m, int64_t n, int64_t k, float alpha, const Operands& o, float beta,
+                 float* c, int64_t ldc, TileFn tile) {
+  const int64_t jb = std::max<int64_t>(
+      kTj, std::min<int64_t>(n, (int64_t{48} * 1024 / std::max<int64_t>(k, 1)) / kTj * kTj));
+  const int64_t row_tiles = (m + kTi - 1) / kTi, col_blocks = (n + jb - 1) / jb;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t cb = 0; cb < col_blocks; ++cb) {
+    for (int64_t rt = 0; rt < row_tiles; ++rt) {
+      const int64_t i0 = rt * kTi;
+      const float* a[kTi];
+      // Edge tiles repeat the last row / column: the same work, results discarded.
+      for (int i = 0; i < kTi; ++i) a[i] = o.a + std::min(i0 + i, m - 1) * o.lda;
+      const int64_t j_end = std::min(n, (cb + 1) * jb);
+      for (int64_t j0 = cb * jb; j0 < j_end; j0 += kTj) {
+        const float* b[kTj];
+        for (int j = 0; j < kTj; ++j) b[j] = o.b + std::min(j0 + j, n - 1) * o.ldb;
+        float dot[kTi][kTj];
+        tile(a, b, k, dot);
+        for (int i = 0; i < kTi && i0 + i < m; ++i) {
+          float* crow = c + (i0 + i) * ldc;
+          for (int j = 0; j < kTj && j0 + j < j_end; ++j) {
+            crow[j0 + j] =
+                beta == 0.0f ? alpha * dot[i][j] : alpha * dot[i][j] + beta * crow[j0 + j];
+          }
         }
       }
     }
   }
 }
+
+#if defined(__x86_64__)
+#define SF_AVX2 __attribute__((target("avx2,fma")))
+
+SF_AVX2 inline float HorizontalSum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+SF_AVX2 void DotTileAvx2(const float* const (&a)[kTi], const float* const (&b)[kTj], int64_t k,
+                         float (&dot)[kTi][kTj]) {
+  const int64_t k8 = k / 8 * 8;
+  __m256 acc[kTi][kTj];
+  for (int i = 0; i < kTi; ++i) {
+    for (int j = 0; j < kTj; ++j) acc[i][j] = _mm256_setzero_ps();
+  }
+  for (int64_t p = 0; p < k8; p += 8) {
+    __m256 av[kTi];
+    for (int i = 0; i < kTi; ++i) av[i] = _mm256_loadu_ps(a[i] + p);
+    for (int j = 0; j < kTj; ++j) {
+      const __m256 bv = _mm256_loadu_ps(b[j] + p);
+      for (int i = 0; i < kTi; ++i) acc[i][j] = _mm256_fmadd_ps(av[i], bv, acc[i][j]);
+    }
+  }
+  if (k8 < k) {
+    alignas(32) int32_t lanes[8];
+    for (int l = 0; l < 8; ++l) lanes[l] = l < k - k8 ? -1 : 0;
+    const __m256i mask = _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes));
+    __m256 av[kTi];
+    for (int i = 0; i < kTi; ++i) av[i] = _mm256_maskload_ps(a[i] + k8, mask);
+    for (int j = 0; j < kTj; ++j) {
+      const __m256 bv = _mm256_maskload_ps(b[j] + k8, mask);
+      for (int i = 0; i < kTi; ++i) acc[i][j] = _mm256_fmadd_ps(av[i], bv, acc[i][j]);
+    }
+  }
+  for (int i = 0; i < kTi; ++i) {
+    for (int j = 0; j < kTj; ++j) dot[i][j] = HorizontalSum(acc[i][j]);
+  }
+}
+
+SF_AVX2 void GemmAvx2(int64_t m, int64_t n, int64_t k, float alpha, const Operands& o, float beta,
+                      float* c, int64_t ldc) {
+  ForEachTile(m, n, k, alpha, o, beta, c, ldc, DotTileAvx2);
+}
+
+bool HasAvx2Fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
 #endif
 
-#if SPARSEFILL_HAVE_BLAS
-// A row's result must not depend on how many rows came with it (a shard's rows against the same
-// rows inside the whole prompt: tests/unit/engine/shard_test.cc checks row counts 1 .. 40 at
-// several offsets against one 1203-row call). OpenBLAS (0.3.x) breaks that in two ways:
-//  - it sends small products (m * n * k <= 1e6, and for our row-major A . B^T also m * n <= 1200)
-//    to "small matrix" kernels whose summation order differs from its blocked kernels;
-//  - its blocked kernels compute the rows left over past the last full register tile with other
-//    edge kernels, which on some cores (Prescott, the fallback when the CPU is not recognised,
-//    and Haswell) round differently.
-// So every call is made of whole kRowQuantum-row tiles past the small path: the rows up to the
-// last multiple of kRowQuantum in one call, the rest copied into a zero-padded block.
-constexpr double kSmallGemmMnk = 1e6;
-constexpr int64_t kRowQuantum = 64;  // a multiple of every sgemm register tile's row count
-
-int64_t RoundUpRows(int64_t m) { return (m + kRowQuantum - 1) / kRowQuantum * kRowQuantum; }
-
-bool TakesSmallPath(int64_t m, int64_t n, int64_t k) {
-  return static_cast<double>(m) * static_cast<double>(n) *
-             static_cast<double>(std::max<int64_t>(k, 1)) <=
-         kSmallGemmMnk;
+// Without AVX2: the same lane structure in plain C++ (one code path per process either way).
+void DotTilePortable(const float* const (&a)[kTi], const float* const (&b)[kTj], int64_t k,
+                     float (&dot)[kTi][kTj]) {
+  for (int i = 0; i < kTi; ++i) {
+    for (int j = 0; j < kTj; ++j) {
+      float lane[8] = {};
+      for (int64_t p = 0; p < k; ++p) lane[p % 8] += a[i][p] * b[j][p];
+      dot[i][j] =
+          ((lane[0] + lane[4]) + (lane[2] + lane[6])) + ((lane[1] + lane[5]) + (lane[3] + lane[7]));
+    }
+  }
 }
-
-// Rows the zero-padded block of `m` rows needs: whole tiles, past the small path.
-int64_t PaddedRows(int64_t m, int64_t n, int64_t k) {
-  const double per_row = static_cast<double>(n) * static_cast<double>(std::max<int64_t>(k, 1));
-  const int64_t past_small = static_cast<int64_t>(kSmallGemmMnk / per_row) + 1;
-  return RoundUpRows(std::max(m, past_small));
-}
-
-void Sgemm(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
-           int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, trans_a == Trans::kNo ? CblasNoTrans : CblasTrans,
-              trans_b == Trans::kNo ? CblasNoTrans : CblasTrans, static_cast<int>(m),
-              static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b,
-              static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
-}
-#endif
 
 }  // namespace
 
@@ -79,46 +134,32 @@ void GemmF32(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, floa
              const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
              int64_t ldc) {
   if (m <= 0 || n <= 0) return;
-#if SPARSEFILL_HAVE_BLAS
-  if (k <= 0) {
-    Sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  // Both operands as rows along k: op(A) [m, k], op(B)^T [n, k] (B^T rows when trans_b).
+  std::vector<float> at, bt;
+  Operands o{a, lda, b, ldb};
+  if (trans_a == Trans::kYes) {
+    at.resize(static_cast<size_t>(m * std::max<int64_t>(k, 1)));
+    for (int64_t p = 0; p < k; ++p) {
+      for (int64_t i = 0; i < m; ++i) at[static_cast<size_t>(i * k + p)] = a[p * lda + i];
+    }
+    o.a = at.data();
+    o.lda = k;
+  }
+  if (trans_b == Trans::kNo) {
+    bt.resize(static_cast<size_t>(n * std::max<int64_t>(k, 1)));
+    for (int64_t p = 0; p < k; ++p) {
+      for (int64_t j = 0; j < n; ++j) bt[static_cast<size_t>(j * k + p)] = b[p * ldb + j];
+    }
+    o.b = bt.data();
+    o.ldb = k;
+  }
+#if defined(__x86_64__)
+  if (HasAvx2Fma()) {
+    GemmAvx2(m, n, std::max<int64_t>(k, 0), alpha, o, beta, c, ldc);
     return;
   }
-  int64_t done = m / kRowQuantum * kRowQuantum;
-  if (done > 0 && TakesSmallPath(done, n, k)) done = 0;
-  if (done > 0) Sgemm(trans_a, trans_b, done, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  const int64_t rest = m - done;
-  if (rest == 0) return;
-  // The remaining op(A) rows into a zero-padded [m_pad, k] copy; their C rows into [m_pad, n].
-  const int64_t m_pad = PaddedRows(rest, n, k);
-  std::vector<float> ap(static_cast<size_t>(m_pad * k), 0.0f);
-  for (int64_t i = 0; i < rest; ++i) {
-    const int64_t row = done + i;
-    for (int64_t p = 0; p < k; ++p) {
-      ap[static_cast<size_t>(i * k + p)] =
-          trans_a == Trans::kNo ? a[row * lda + p] : a[p * lda + row];
-    }
-  }
-  std::vector<float> cp(static_cast<size_t>(m_pad * n), 0.0f);
-  float* c_rest = c + done * ldc;
-  if (beta != 0.0f) {
-    for (int64_t i = 0; i < rest; ++i) std::copy_n(c_rest + i * ldc, n, cp.begin() + i * n);
-  }
-  Sgemm(Trans::kNo, trans_b, m_pad, n, k, alpha, ap.data(), k, b, ldb, beta, cp.data(), n);
-  for (int64_t i = 0; i < rest; ++i) std::copy_n(cp.begin() + i * n, n, c_rest + i * ldc);
-#else
-  for (int64_t i = 0; i < m; ++i) {
-    float* crow = c + i * ldc;
-    if (beta == 0.0f) {
-      std::fill(crow, crow + n, 0.0f);
-    } else if (beta != 1.0f) {
-      for (int64_t j = 0; j < n; ++j) crow[j] *= beta;
-    }
-  }
-  if (k > 0) GemmLoop(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, c, ldc);
 #endif
+  ForEachTile(m, n, std::max<int64_t>(k, 0), alpha, o, beta, c, ldc, DotTilePortable);
 }
-
-bool GemmUsesBlas() { return SPARSEFILL_HAVE_BLAS != 0; }
 
 }  // namespace sparsefill::kernels
