@@ -128,6 +128,16 @@ void DotTilePortable(const float* const (&a)[kTi], const float* const (&b)[kTj],
   }
 }
 
+// A column-major-along-k operand (element (r, p) at x[p * ld + r]) packed as `rows` rows of k.
+const float* TransposeToRows(const float* x, int64_t ld, int64_t rows, int64_t k,
+                             std::vector<float>& packed) {
+  packed.resize(static_cast<size_t>(rows * std::max<int64_t>(k, 1)));
+  for (int64_t p = 0; p < k; ++p) {
+    for (int64_t r = 0; r < rows; ++r) packed[static_cast<size_t>(r * k + p)] = x[p * ld + r];
+  }
+  return packed.data();
+}
+
 }  // namespace
 
 void GemmF32(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, float alpha,
@@ -138,19 +148,11 @@ void GemmF32(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, floa
   std::vector<float> at, bt;
   Operands o{a, lda, b, ldb};
   if (trans_a == Trans::kYes) {
-    at.resize(static_cast<size_t>(m * std::max<int64_t>(k, 1)));
-    for (int64_t p = 0; p < k; ++p) {
-      for (int64_t i = 0; i < m; ++i) at[static_cast<size_t>(i * k + p)] = a[p * lda + i];
-    }
-    o.a = at.data();
+    o.a = TransposeToRows(a, lda, m, k, at);
     o.lda = k;
   }
   if (trans_b == Trans::kNo) {
-    bt.resize(static_cast<size_t>(n * std::max<int64_t>(k, 1)));
-    for (int64_t p = 0; p < k; ++p) {
-      for (int64_t j = 0; j < n; ++j) bt[static_cast<size_t>(j * k + p)] = b[p * ldb + j];
-    }
-    o.b = bt.data();
+    o.b = TransposeToRows(b, ldb, n, k, bt);
     o.ldb = k;
   }
 #if defined(__x86_64__)
