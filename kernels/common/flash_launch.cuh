@@ -160,11 +160,13 @@ inline absl::Status FromVarlen(const char* op, const VarlenAttentionParams& p, F
   return absl::OkStatus();
 }
 
-// Grid: x = query tiles of the longest sequence, y = sequence, z = KV head.
-template <int kD, int kMTiles, int kN>
-absl::Status LaunchFlashKernel(const char* op, void (*kernel)(FlashParams), int smem_bytes,
-                               FlashParams f, int num_seqs, int64_t max_q, cudaStream_t stream) {
-  f.tokens_per_cta = FlashTile<kD, kMTiles, kN>::kRows / f.group;
+// Raises kernel's dynamic shared memory to smem_bytes and launches it with (f, args...) over
+// grid x = query tiles of the longest sequence (f.tokens_per_cta tokens each), y = sequence,
+// z = KV head. Every flash launcher (mma.sync, dense and sparse wgmma) ends here.
+template <typename... KernelArgs, typename... Args>
+absl::Status LaunchOverQueryTiles(const char* op, void (*kernel)(FlashParams, KernelArgs...),
+                                  int threads, int smem_bytes, const FlashParams& f, int num_seqs,
+                                  int64_t max_q, cudaStream_t stream, const Args&... args) {
   const int64_t tiles = (max_q + f.tokens_per_cta - 1) / f.tokens_per_cta;
   const cudaError_t attr =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
@@ -175,8 +177,15 @@ absl::Status LaunchFlashKernel(const char* op, void (*kernel)(FlashParams), int 
   }
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(num_seqs),
                   static_cast<unsigned>(f.kv_heads));
-  kernel<<<grid, kThreads, smem_bytes, stream>>>(f);
+  kernel<<<grid, threads, smem_bytes, stream>>>(f, args...);
   return LaunchStatus(op);
+}
+
+template <int kD, int kMTiles, int kN>
+absl::Status LaunchFlashKernel(const char* op, void (*kernel)(FlashParams), int smem_bytes,
+                               FlashParams f, int num_seqs, int64_t max_q, cudaStream_t stream) {
+  f.tokens_per_cta = FlashTile<kD, kMTiles, kN>::kRows / f.group;
+  return LaunchOverQueryTiles(op, kernel, kThreads, smem_bytes, f, num_seqs, max_q, stream);
 }
 
 }  // namespace sparsefill::kernels::cuda::flash

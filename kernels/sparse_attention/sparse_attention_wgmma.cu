@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/common/cuda_dtype.cuh"
+#include "kernels/common/flash_launch.cuh"
 #include "kernels/dense_attention/dense_attention_wgmma.h"
 #include "kernels/sparse_attention/sparse_attention_wgmma_kernel.cuh"
 #include "sparsefill/common/status.h"
@@ -33,18 +34,8 @@ absl::Status LaunchT(const char* op, FlashParams f, int num_seqs, int64_t max_q,
                              static_cast<cuuint32_t>(f.block_size < T::kN ? f.block_size : T::kN)};
   SF_RETURN_IF_ERROR(EncodeBf16Map(op, "K", &maps.k, f.k, 2, dims, strides, box));
   SF_RETURN_IF_ERROR(EncodeBf16Map(op, "V", &maps.v, f.v, 2, dims, strides, box));
-  const int64_t tiles = (max_q + f.tokens_per_cta - 1) / f.tokens_per_cta;
-  const cudaError_t attr =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes);
-  if (attr != cudaSuccess) {
-    return absl::InternalError(
-        absl::StrCat(op, ": cudaFuncSetAttribute(", T::kSmemBytes,
-                     " bytes of shared memory) failed: ", cudaGetErrorString(attr)));
-  }
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(num_seqs),
-                  static_cast<unsigned>(f.kv_heads));
-  kernel<<<grid, T::kThreads, T::kSmemBytes, stream>>>(f, maps);
-  return LaunchStatus(op);
+  return LaunchOverQueryTiles(op, kernel, T::kThreads, T::kSmemBytes, f, num_seqs, max_q, stream,
+                              maps);
 }
 
 }  // namespace

@@ -293,33 +293,26 @@ __global__ void __launch_bounds__(256, 2)
         const uint32_t dk = sk + st * T::kKVBytes;
         const uint32_t dv = sv + st * T::kKVBytes;
         if (use_tma) {
-          if (leader) {
-            wgmma::BarArriveExpectTx(bar_k(st), T::kKVBytes);
+          // The leader arms the stage's barrier with the tile's bytes and issues its boxes (one
+          // per 64-column half of d); the other threads only arrive.
+          const auto tma_tile = [&](uint32_t dst, const auto* map, auto bar) {
+            if (!leader) {
+              wgmma::BarArrive(bar);
+              return;
+            }
+            wgmma::BarArriveExpectTx(bar, T::kKVBytes);
             for (int i = 0; i < boxes; ++i) {
               const int row = s.kv_begin + box_row(i);
 #pragma unroll
               for (int pn = 0; pn < kD / 64; ++pn) {
-                wgmma::TmaLoad2D(dk + pn * kN * 128 + i * box_rows * 128, &maps.k,
-                                 hk * kD + pn * 64, row, bar_k(st));
+                wgmma::TmaLoad2D(dst + pn * kN * 128 + i * box_rows * 128, map,
+                                 hk * kD + pn * 64, row, bar);
               }
             }
-          } else {
-            wgmma::BarArrive(bar_k(st));
-          }
+          };
+          tma_tile(dk, &maps.k, bar_k(st));
           if (jg >= kStages) wgmma::BarWait(bar_v_empty(st), parity(jg) ^ 1u);
-          if (leader) {
-            wgmma::BarArriveExpectTx(bar_v(st), T::kKVBytes);
-            for (int i = 0; i < boxes; ++i) {
-              const int row = s.kv_begin + box_row(i);
-#pragma unroll
-              for (int pn = 0; pn < kD / 64; ++pn) {
-                wgmma::TmaLoad2D(dv + pn * kN * 128 + i * box_rows * 128, &maps.v,
-                                 hk * kD + pn * 64, row, bar_v(st));
-              }
-            }
-          } else {
-            wgmma::BarArrive(bar_v(st));
-          }
+          tma_tile(dv, &maps.v, bar_v(st));
         } else {
           // cp.async, rows past the sequence as zeros: K now, V once its stage is free.
           const auto copy = [&](uint32_t dst, const __nv_bfloat16* src) {
