@@ -32,8 +32,9 @@ absl::Status LaunchSparseT(const char* op, const cuda::flash::FlashParams& f, in
 }
 
 // Whether kAuto runs the wgmma kernel where it applies (sm_90a, a power-of-two block size >= 16).
-// Off until it has passed gpu_attention_test and been timed against mma.sync on an H100.
-constexpr bool kAutoPicksWgmma = false;
+// On since 2026-12-07: gpu_attention_test passed on an H100 and bench attention timed it 2.14x
+// mma.sync on 128K InfLLM-V2 lists (tools/bench/attention/NOTES.md).
+constexpr bool kAutoPicksWgmma = true;
 
 std::atomic<SparseEngine> g_engine{SparseEngine::kAuto};
 std::atomic<int64_t> g_wgmma_launches{0};

@@ -23,7 +23,7 @@ void SetSparseRows(SparseRows rows);
 
 // Which kernel runs the block-sparse attention.
 enum class SparseEngine {
-  kAuto,     // see LaunchSparse in sparse_attention.cu
+  kAuto,     // kWgmma on a compute capability 9.0 device, else kMmaSync (LaunchSparse)
   kMmaSync,  // FlashAttention-2 style (sparse_attention_kernel.cuh), every block size and device
   // Hopper warpgroup MMA with TMA gathers (sparse_attention_wgmma_kernel.cuh): 64-row CTAs;
   // FailedPrecondition on a device other than compute capability 9.0. Block sizes that are not a

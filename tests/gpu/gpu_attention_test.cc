@@ -372,11 +372,10 @@ class GpuAttentionTest : public ::testing::Test {
       const int64_t wgmma_before = SparseWgmmaLaunches();
       const absl::Status st = LaunchSparseAttention(p, ds, stream_);
       ASSERT_TRUE(st.ok()) << st;
-      // The wgmma kernel runs (on this sm_90a device) exactly where it applies.
-      if (run.engine != SparseEngine::kAuto) {
-        EXPECT_EQ(SparseWgmmaLaunches() - wgmma_before,
-                  run.engine == SparseEngine::kWgmma && WgmmaTakesBlocks(c.block_size) ? 1 : 0);
-      }
+      // The wgmma kernel runs (on an sm_90a device; kAuto picks it there) exactly where it
+      // applies.
+      EXPECT_EQ(SparseWgmmaLaunches() - wgmma_before,
+                run.engine != SparseEngine::kMmaSync && WgmmaTakesBlocks(c.block_size) ? 1 : 0);
       unsigned long long computed = 0;
       CUDA_ASSERT(cudaMemcpyAsync(&computed, dcount.data(), sizeof(computed),
                                   cudaMemcpyDeviceToHost, stream_));
