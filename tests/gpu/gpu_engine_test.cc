@@ -17,19 +17,11 @@
 #include "sparsefill/common/rng.h"
 #include "sparsefill/engine/engine.h"
 #include "sparsefill/engine/synthetic_checkpoint.h"
+#include "tests/gpu/gpu_testing.h"
 #include "tests/testing/compare.h"
 
 namespace sparsefill::engine {
 namespace {
-
-bool HaveDevice() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return n > 0;
-}
 
 class KeepingSink : public LayerSink {
  public:
@@ -77,7 +69,7 @@ class CudaEngineTest : public ::testing::TestWithParam<Policy> {
  protected:
   static void SetUpTestSuite() {
     cuda::EnableCudaBackend();
-    if (!HaveDevice()) return;
+    if (!testing::HasCudaDevice()) return;
     auto config = SyntheticModelConfig("tiny");
     ASSERT_TRUE(config.ok()) << config.status();
     SyntheticCheckpointOptions o;
@@ -103,7 +95,7 @@ class CudaEngineTest : public ::testing::TestWithParam<Policy> {
     dir_ = nullptr;
   }
   void SetUp() override {
-    if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+    if (!testing::HasCudaDevice()) GTEST_SKIP() << "no CUDA device";
     ASSERT_NE(gpu_, nullptr);
   }
   static Engine* cpu_;
@@ -248,7 +240,7 @@ INSTANTIATE_TEST_SUITE_P(Policies, CudaEngineTest,
                          [](const auto& info) { return std::string(PolicyName(info.param)); });
 
 TEST(CudaEngineErrors, ShardedPrefillIsRefusedClearly) {
-  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  if (!testing::HasCudaDevice()) GTEST_SKIP() << "no CUDA device";
   cuda::EnableCudaBackend();
   auto config = SyntheticModelConfig("tiny");
   ASSERT_TRUE(config.ok());

@@ -25,7 +25,11 @@ inline constexpr uint8_t kPoison = 0xFF;  // bf16 0xFFFF and fp32 0xFFFFFFFF are
 
 inline bool HasCudaDevice() {
   int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the error, so that a later check does not see it
+    return false;
+  }
+  return n > 0;
 }
 
 // A payload of `bytes` starting `offset` bytes after a kGuardBytes guard, inside one
