@@ -23,19 +23,22 @@ namespace fs = std::filesystem;
 std::string Bin() { return fs::absolute(testing::BinDir()).string(); }
 
 absl::StatusOr<std::string> TinyModel(int32_t layers) {
-  const fs::path dir =
-      fs::path(Bin()).parent_path() / "tests" / "models" / absl::StrCat("tiny-l", layers);
   std::error_code ec;
-  if (fs::exists(dir / "config.json", ec)) return dir.string();
-  fs::create_directories(dir.parent_path(), ec);
-  // Tests run in parallel: write beside, then rename into place (the loser discards its copy).
-  const fs::path tmp = dir.string() + absl::StrCat(".tmp", ::getpid());
-  fs::remove_all(tmp, ec);
   std::string tokenizer = "none";
   if (const std::string shared = testing::SharedDataDir(); !shared.empty()) {
     const std::string t = shared + "/qwen3-tokenizer/tokenizer.json";
     if (fs::exists(t, ec)) tokenizer = fs::absolute(t).string();
   }
+  // A model made while the shared data was missing has no tokenizer (PHSA refuses it): the name
+  // says which kind a directory holds, so that one is not reused once the data is there.
+  const fs::path dir =
+      fs::path(Bin()).parent_path() / "tests" / "models" /
+      absl::StrCat("tiny-l", layers, tokenizer == "none" ? "-no-tokenizer" : "-qwen3-tokenizer");
+  if (fs::exists(dir / "config.json", ec)) return dir.string();
+  fs::create_directories(dir.parent_path(), ec);
+  // Tests run in parallel: write beside, then rename into place (the loser discards its copy).
+  const fs::path tmp = dir.string() + absl::StrCat(".tmp", ::getpid());
+  fs::remove_all(tmp, ec);
   tools::ChildOptions o;
   o.program = Bin() + "/make-model";
   o.args = {"--shape",   "tiny",       "--layers",    std::to_string(layers),
